@@ -1,0 +1,40 @@
+# Everything bootstraps its own environment: .venv/ from requirements.lock (exact pins).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run demo test lint typecheck lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements.lock
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+## The main job on the embedded stack: sample covers processed, then keeps running (Ctrl-C).
+run: install
+	$(BIN)/covers dev
+
+## The same, exiting 0 once every sample is processed (non-zero with the reason otherwise).
+demo: install
+	$(BIN)/covers dev --exit-when-done
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check streams processors tests
+	$(BIN)/mypy
+
+## Re-resolve the pins from pyproject.toml (needs the registry).
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^book-covers' > requirements.lock
+	rm -rf .lock-venv
+
+clean:
+	rm -rf $(VENV) data .pytest_cache

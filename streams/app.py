@@ -1,0 +1,138 @@
+"""The Faust application: topics, the ``catalog`` table, the agent and a catalog web view.
+
+``create_app`` builds everything from one ``Settings``; nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import faust
+from faust.web import Request, Response, View
+
+from processors.spec import PRESETS, Limits
+from streams import codec, records
+from streams.catalog import open_catalog
+from streams.fetch import Fetcher
+from streams.jobstate import JobState
+from streams.service import Deps, Source, handle
+from streams.settings import Settings
+from streams.store import open_store
+from streams.store.s3 import S3Store
+
+log = logging.getLogger("covers.app")
+
+SEND_RETRY_DELAYS = (0.5, 1, 2, 5, 10)  # seconds between attempts to hand an output to Kafka
+
+
+def create_app(settings: Settings) -> faust.App:
+    app = faust.App(
+        settings.app_id,
+        broker=settings.broker_url,
+        store="memory://",  # the table is rebuilt from its changelog topic on start
+        topic_partitions=settings.topic_partitions,
+        topic_replication_factor=settings.topic_replication_factor,
+        producer_acks=-1,
+        producer_enable_idempotence=settings.kafka_idempotence,
+        broker_session_timeout=settings.kafka_session_timeout_sec,
+        broker_heartbeat_interval=max(1, settings.kafka_session_timeout_sec // 5),
+        web_enabled=settings.worker_web_port > 0,
+        web_port=settings.worker_web_port or 6066,
+        web_bind=settings.worker_web_host,
+        web_host=settings.worker_web_host,
+        version=1,
+    )
+
+    def topic(*names: str, **kwargs: Any) -> faust.TopicT:
+        # internal=True: the worker declares the topic, with the partitions the table needs.
+        return app.topic(*names, partitions=settings.topic_partitions, internal=True, **kwargs)
+
+    inputs = topic(settings.topic_book_enriched, settings.topic_cover_requested,
+                   schema=codec.InputSchema({
+                       settings.topic_book_enriched: codec.BOOK_ENRICHED,
+                       settings.topic_cover_requested: codec.COVER_REQUESTED}))
+    processed_topic = topic(settings.topic_cover_processed, key_serializer="raw",
+                            value_serializer=codec.FaustCodec(codec.COVER_PROCESSED))
+    dead_letter_topic = topic(settings.topic_dead_letter, key_serializer="raw",
+                              value_serializer=codec.FaustCodec(codec.DEAD_LETTER))
+    catalog = app.Table("catalog", default=None, partitions=settings.topic_partitions,
+                        )  # keys: raw bytes; values: JSON (the app defaults)
+
+    class KafkaOutputs:
+        async def processed(self, key: str, record: records.CoverProcessed) -> None:
+            await _deliver(processed_topic, key, record)
+
+        async def dead_letter(self, key: str | None, record: records.CoverDeadLetter) -> None:
+            await _deliver(dead_letter_topic, key, record)
+
+    @app.agent(inputs)
+    async def covers(stream: faust.StreamT[Any]) -> None:
+        deps = build_deps(settings)
+        outputs = KafkaOutputs()
+        try:
+            async for event in stream.events():
+                msg = event.message
+                source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+                await handle(event.value, source, deps, outputs, TableView(catalog))
+        finally:
+            await deps.close()
+
+    @app.page("/catalog/{book_id}/")
+    @app.table_route(table=catalog, match_info="book_id")
+    async def catalog_view(web: View, request: Request, book_id: str) -> Response:
+        record = catalog.get(book_id)
+        if record is None:
+            return web.json({"error": "not_found", "book_id": book_id}, status=404)
+        return web.json(record)
+
+    return app
+
+
+class TableView:
+    """String-keyed access to the bytes-keyed ``catalog`` table."""
+
+    def __init__(self, table: faust.Table) -> None:
+        self.table = table
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.table.get(key.encode(), default)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.table[key.encode()] = value
+
+
+async def _deliver(topic: faust.TopicT, key: str | None, value: Any) -> None:
+    """Send and wait for the broker's ack, retrying: a failed send must not let the input commit
+    (aiokafka's flush does not raise for failed batches)."""
+    raw_key = key.encode() if key is not None else None
+    for delay in (*SEND_RETRY_DELAYS, None):
+        try:
+            pending = await topic.send(key=raw_key, value=value)
+            await pending
+            return
+        except Exception as exc:
+            if delay is None:
+                raise
+            log.warning("send to %s failed, retrying in %ss: %r", topic.get_topic_name(), delay,
+                        exc)
+            await asyncio.sleep(delay)
+
+
+def build_deps(settings: Settings) -> Deps:
+    store = open_store(settings)
+    threads = settings.render_threads or os.cpu_count() or 1
+    return Deps(
+        fetcher=Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
+                        allow_private=settings.allow_private_sources,
+                        blobs=store if isinstance(store, S3Store) else None),
+        store=store,
+        jobs=JobState(settings.redis_url, settings.job_ttl_sec),
+        catalog=open_catalog(settings.catalog_url),
+        render_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render"),
+        limits=Limits(max_pixels=settings.max_image_pixels),
+        presets=dict(PRESETS),
+    )

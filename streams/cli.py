@@ -1,0 +1,182 @@
+"""The ``covers`` command line: worker, broker, dev, publish."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from streams import embedded
+from streams.settings import ConfigError, Settings, load
+
+cli = typer.Typer(help="Book-cover stream processor.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+console = Console()
+
+
+def _settings(**overrides: object) -> Settings:
+    try:
+        return load(**overrides)
+    except ConfigError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+
+
+@cli.command()
+def worker() -> None:
+    """Run the Faust worker against KAFKA_BROKERS (the seed default is kafka:9092)."""
+    import faust
+
+    from streams.app import create_app
+
+    settings = _settings()
+    app = create_app(settings)
+    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+@cli.command()
+def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092) -> None:
+    """Run the embedded Kafka-compatible broker alone (memory only) until Ctrl-C."""
+    workdir = Path(tempfile.mkdtemp(prefix="covers-broker-"))
+    service = embedded.broker(workdir, port).start()
+    console.print(f"broker on {embedded.LOOPBACK}:{port} (KAFKA_BROKERS={embedded.LOOPBACK}:"
+                  f"{port}); log in {service.log_path}")
+    try:
+        assert service.proc is not None
+        service.proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.stop()
+
+
+@cli.command()
+def dev(
+    demo: Annotated[bool, typer.Option(help="Serve and publish the bundled sample covers")] = True,
+    exit_when_done: Annotated[bool, typer.Option(help="Exit once every sample is done")] = False,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the samples")] = 180,
+    data_dir: Annotated[Path, typer.Option(help="Where the store and catalog live")] = Path(
+        "data"),
+) -> None:
+    """Embedded stack (broker, Redis, local store, SQLite catalog) plus a worker."""
+    user_env = dict(os.environ)
+    with embedded.embedded_stack(user_env) as stack:
+        defaults = stack.env()
+        defaults["STORAGE_URL"] = (data_dir.resolve() / "store").as_uri()
+        defaults["CATALOG_URL"] = f"sqlite:///{data_dir.resolve() / 'catalog.db'}"
+        defaults["ALLOW_PRIVATE_SOURCES"] = "true"  # the samples are served on loopback
+        defaults["APP_ID"] = f"book-covers-dev-{int(time.time())}"
+        env = {**defaults, **user_env}
+        settings = _settings(**{k.lower(): v for k, v in env.items()
+                                if k.lower() in Settings.model_fields})
+        log_path = stack.workdir / "worker.log"
+        console.print(f"[bold]embedded stack[/]: KAFKA_BROKERS={settings.kafka_brokers} "
+                      f"REDIS_URL={settings.redis_url}\n  STORAGE_URL={env['STORAGE_URL']}"
+                      f"\n  CATALOG_URL={settings.catalog_url}\n  worker log: {log_path}")
+        with log_path.open("ab") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                                    stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        try:
+            code = _run_dev(settings, proc, demo, exit_when_done, timeout, data_dir)
+        finally:
+            _stop(proc)
+            if proc.returncode not in (0, -signal.SIGTERM, None):
+                console.print(f"worker exited with {proc.returncode}; last log lines:")
+                console.print(log_path.read_text(errors="replace")[-3000:])
+    raise typer.Exit(code)
+
+
+def _run_dev(settings: Settings, proc: subprocess.Popen[bytes], demo: bool,
+             exit_when_done: bool, timeout: float, data_dir: Path) -> int:
+    from streams.demo import run_demo
+    from streams.topics import ensure_topics
+
+    asyncio.run(ensure_topics(settings))
+    code = 0
+    if demo:
+        outcomes = asyncio.run(run_demo(settings, data_dir / "samples", timeout, console))
+        missing = len(embedded_samples()) - len(outcomes.processed)
+        if missing:
+            console.print(f"[red]{missing} sample(s) not processed "
+                          f"({len(outcomes.failed)} dead-lettered)")
+            code = 1
+        else:
+            console.print(f"[green]all {len(outcomes.processed)} samples processed")
+    if exit_when_done:
+        return code
+    console.print("worker running; Ctrl-C to stop")
+    try:
+        while proc.poll() is None:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    return code
+
+
+def embedded_samples() -> tuple[object, ...]:
+    from streams.demo import SAMPLES
+
+    return SAMPLES
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@cli.command()
+def publish(
+    sources: Annotated[list[str], typer.Argument(help="Image URLs or local image files")],
+    book_prefix: Annotated[str, typer.Option(help="book_id = prefix + file stem")] = "book-",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for outcomes")] = 120,
+) -> None:
+    """Publish book_enriched events; local files are served on loopback until processed."""
+    from streams.demo import publish as send
+    from streams.demo import results_table, serve_directory, watch
+    from streams.records import BookEnriched
+
+    settings = _settings()
+
+    async def run() -> None:
+        files = [Path(s) for s in sources if "://" not in s]
+        urls = [s for s in sources if "://" in s]
+        for f in files:
+            if not f.is_file():
+                raise typer.BadParameter(f"{f} is not a file")
+        events = [BookEnriched(book_id=f"{book_prefix}{Path(u).stem}", cover_image_url=u)
+                  for u in urls]
+        with tempfile.TemporaryDirectory() as tmp:
+            for f in files:
+                (Path(tmp) / f.name).write_bytes(f.read_bytes())
+            async with serve_directory(Path(tmp)) as base:
+                events += [BookEnriched(book_id=f"{book_prefix}{f.stem}",
+                                        cover_image_url=f"{base}/{f.name}") for f in files]
+                await send(settings, events)
+                console.print(f"published {len(events)} events to {settings.topic_book_enriched}")
+                outcomes = await watch(settings, {e.book_id for e in events}, timeout, console)
+        console.print(await results_table(settings, outcomes))
+
+    asyncio.run(run())
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

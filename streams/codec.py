@@ -1,0 +1,155 @@
+"""The serialization boundary: Avro (plain or Confluent-framed) and JSON bytes <-> typed records.
+
+Agents never see bytes. ``InputSchema`` decodes each input message by its topic and never
+raises: whatever cannot be decoded arrives as an ``Undecodable`` record for the dead letters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import types
+import typing
+from functools import cache
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import fastavro
+import faust
+from faust.types import AppT
+from faust.types.tuples import Message
+
+from streams import records
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+CONFLUENT_MAGIC = 0  # first byte of the Confluent wire format, then a 4-byte schema id
+
+R = TypeVar("R")
+
+
+@cache
+def parsed_schema(name: str) -> Any:
+    """The parsed Avro schema ``schemas/<name>.avsc``."""
+    return fastavro.parse_schema(json.loads((SCHEMA_DIR / f"{name}.avsc").read_text()))
+
+
+class DecodeError(ValueError):
+    """The bytes are not a valid event of the expected schema."""
+
+
+class RecordCodec(Generic[R]):
+    """Avro encoding of one record type; decoding also accepts Confluent framing and JSON."""
+
+    def __init__(self, schema_name: str, record_type: type[R]) -> None:
+        self.schema_name = schema_name
+        self.record_type = record_type
+        self.schema = parsed_schema(schema_name)
+        self._hints = typing.get_type_hints(record_type)
+        self._fields = {f.name for f in dataclasses.fields(record_type)}  # type: ignore[arg-type]
+
+    def encode(self, record: R) -> bytes:
+        """Plain (schemaless) Avro bytes of ``record``."""
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, self.schema, _to_avro(record))
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> R:
+        """A typed record from Avro, Confluent-framed Avro or a JSON object; unknown JSON fields
+        are ignored. Raises DecodeError."""
+        if not data:
+            raise DecodeError("empty message")
+        try:
+            if data[:1] == b"{":
+                raw = json.loads(data)
+                if not isinstance(raw, dict):
+                    raise DecodeError("JSON event is not an object")
+            else:
+                if data[0] == CONFLUENT_MAGIC and len(data) > 5:
+                    data = data[5:]
+                buf = io.BytesIO(data)
+                raw = fastavro.schemaless_reader(buf, self.schema, None)
+                if buf.tell() != len(data):
+                    raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the record")
+            return self.from_dict(raw)
+        except DecodeError:
+            raise
+        except Exception as exc:  # fastavro and json raise many kinds for malformed input
+            raise DecodeError(f"not a valid {self.schema_name} event: {exc!r}") from None
+
+    def from_dict(self, raw: dict[str, Any]) -> R:
+        """Build the record from a plain dict, checking required fields and types."""
+        known = {k: v for k, v in raw.items() if k in self._fields}
+        try:
+            record = self.record_type(**{k: _coerce(self._hints[k], v) for k, v in known.items()})
+        except TypeError as exc:
+            raise DecodeError(f"{self.schema_name}: {exc}") from None
+        return record
+
+
+def _coerce(hint: Any, value: Any) -> Any:
+    """Shape decoded Avro/JSON values into the dataclass field types (tuples, nested records)."""
+    if value is None:
+        return None
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType) and len(args) == 1:
+        return _coerce(args[0], value)
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise DecodeError(f"expected a list, got {type(value).__name__}")
+        return tuple(_coerce(args[0], v) for v in value)
+    if dataclasses.is_dataclass(hint) and isinstance(value, dict):
+        hints = typing.get_type_hints(hint)
+        return hint(**{k: _coerce(hints[k], v) for k, v in value.items() if k in hints})
+    if hint is str and not isinstance(value, str):
+        raise DecodeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _to_avro(record: Any) -> Any:
+    if dataclasses.is_dataclass(record):
+        return {f.name: _to_avro(getattr(record, f.name)) for f in dataclasses.fields(record)}
+    if isinstance(record, tuple | list):
+        return [_to_avro(v) for v in record]
+    return record
+
+
+BOOK_ENRICHED = RecordCodec("book_enriched", records.BookEnriched)
+COVER_REQUESTED = RecordCodec("cover_requested", records.CoverRequested)
+COVER_PROCESSED = RecordCodec("cover_processed", records.CoverProcessed)
+DEAD_LETTER = RecordCodec("cover_dead_letter", records.CoverDeadLetter)
+
+
+class FaustCodec(faust.Codec):
+    """Adapts a ``RecordCodec`` to Faust's codec interface for output topics."""
+
+    def __init__(self, codec: RecordCodec[Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.codec = codec
+
+    def _dumps(self, obj: Any) -> bytes:
+        return self.codec.encode(obj)
+
+    def _loads(self, s: bytes) -> Any:
+        return self.codec.decode(s)
+
+
+class InputSchema(faust.Schema):
+    """Decodes each input message with the codec of the topic it came from; never raises."""
+
+    def __init__(self, codecs_by_topic: dict[str, RecordCodec[Any]]) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw", allow_empty=True)
+        self.codecs_by_topic = codecs_by_topic
+
+    def loads_value(self, app: AppT, message: Message, *, loads: Any = None,
+                    serializer: Any = None) -> Any:
+        codec = self.codecs_by_topic.get(message.topic)
+        if codec is None:
+            return records.Undecodable(f"no codec for topic {message.topic!r}")
+        if message.value is None:
+            return records.Undecodable("empty message")
+        try:
+            return codec.decode(message.value)
+        except DecodeError as exc:
+            return records.Undecodable(str(exc))

@@ -1,0 +1,184 @@
+"""Fetch a source image: ``http(s)://`` with aiohttp, or ``s3://bucket/key`` from the store.
+
+Safety first: a scheme allow-list, every address vetted (IP literals here, names in the
+resolver, so the connection goes to the very address that was checked), redirects followed by
+hand and re-vetted, the body streamed under a hard byte cap and the whole fetch under a deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import socket
+from dataclasses import dataclass
+from typing import Any, Protocol
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+from aiohttp.abc import AbstractResolver, ResolveResult
+
+from processors import errors
+from processors.sniff import sniff
+from streams import __version__, netguard
+
+USER_AGENT = f"book-covers/{__version__} (+cover fetcher)"
+MAX_REDIRECTS = 5
+CHUNK = 64 * 1024
+
+
+@dataclass(frozen=True)
+class Fetched:
+    data: bytes
+    sha256: str
+    format: str
+    final_url: str
+
+
+class BlobSource(Protocol):
+    async def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
+
+
+class VettingResolver(AbstractResolver):
+    """Resolves once and hands aiohttp only addresses that passed the SSRF check."""
+
+    def __init__(self, allow_private: bool) -> None:
+        self.allow_private = allow_private
+        self._loop = asyncio.get_running_loop()
+
+    async def resolve(self, host: str, port: int = 0,
+                      family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
+        try:
+            infos = await self._loop.getaddrinfo(host, port, family=socket.AF_UNSPEC,
+                                                 type=socket.SOCK_STREAM)
+        except socket.gaierror as exc:
+            raise errors.TransientError(
+                errors.FETCH_FAILED, f"cannot resolve {host}: {exc}") from None
+        results: list[ResolveResult] = []
+        for fam, _, proto, _, sockaddr in infos:
+            address = netguard.literal_address(str(sockaddr[0]))
+            assert address is not None
+            netguard.vet(address, self.allow_private)  # one bad answer spoils the lookup
+            results.append({"hostname": host, "host": str(address), "port": int(sockaddr[1]),
+                            "family": fam, "proto": proto, "flags": socket.AI_NUMERICHOST})
+        return results
+
+    async def close(self) -> None:
+        return None
+
+
+class Fetcher:
+    def __init__(self, *, max_bytes: int, timeout: float, allow_private: bool,
+                 allowed_ports: frozenset[int] = frozenset({80, 443}),
+                 blobs: BlobSource | None = None,
+                 resolver: AbstractResolver | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.timeout = timeout
+        self.allow_private = allow_private
+        self.allowed_ports = allowed_ports
+        self.blobs = blobs
+        self._resolver = resolver
+        self._session: aiohttp.ClientSession | None = None
+
+    def _http(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                resolver=self._resolver or VettingResolver(self.allow_private),
+                limit=100, limit_per_host=8, ttl_dns_cache=60)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT},
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
+                                              sock_read=self.timeout),
+                max_line_size=8190, max_field_size=8190)
+        return self._session
+
+    async def fetch(self, url: str) -> Fetched:
+        """The image bytes behind ``url``; raises TransientError or PermanentError."""
+        try:
+            async with asyncio.timeout(self.timeout):
+                if urlsplit(url).scheme == "s3":
+                    data, final = await self._fetch_s3(url), url
+                else:
+                    data, final = await self._fetch_http(url)
+        except TimeoutError:
+            raise errors.TransientError(
+                errors.TIMEOUT, f"no complete response within {self.timeout:g} s") from None
+        fmt = sniff(data[:16])
+        if fmt is None:
+            raise errors.PermanentError(errors.UNSUPPORTED_TYPE,
+                                        f"{final} did not return a supported image")
+        return Fetched(data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt,
+                       final_url=final)
+
+    async def _fetch_s3(self, url: str) -> bytes:
+        if self.blobs is None:
+            raise errors.PermanentError(errors.UNSUPPORTED_SCHEME, "s3:// sources need S3 storage")
+        return await self.blobs.get(urlsplit(url).path.lstrip("/"), max_bytes=self.max_bytes)
+
+    async def _fetch_http(self, url: str) -> tuple[bytes, str]:
+        for _ in range(MAX_REDIRECTS + 1):
+            self._check_url(url)
+            try:
+                async with self._http().get(url, allow_redirects=False) as resp:
+                    if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                        url = urljoin(url, resp.headers["Location"])
+                        continue
+                    _raise_for_status(resp, url)
+                    return await self._read_capped(resp), url
+            except errors.CoverError:
+                raise
+            except (aiohttp.ClientError, OSError) as exc:
+                raise errors.TransientError(errors.FETCH_FAILED, f"{url}: {exc!r}") from exc
+        raise errors.PermanentError(errors.FETCH_FAILED, f"more than {MAX_REDIRECTS} redirects")
+
+    def _check_url(self, url: str) -> None:
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise errors.PermanentError(errors.UNSUPPORTED_SCHEME,
+                                        f"scheme {parts.scheme!r} is not allowed")
+        if not parts.hostname:
+            raise errors.PermanentError(errors.INVALID_EVENT, f"no host in {url!r}")
+        if parts.username or parts.password:
+            raise errors.PermanentError(errors.SSRF_DENIED, "credentials in URLs are not allowed")
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if not self.allow_private and port not in self.allowed_ports:
+            raise errors.PermanentError(errors.SSRF_DENIED, f"port {port} is not allowed")
+        # aiohttp never asks the resolver about IP literals, so they are vetted here.
+        address = netguard.literal_address(parts.hostname)
+        if address is not None:
+            netguard.vet(address, self.allow_private)
+
+    async def _read_capped(self, resp: aiohttp.ClientResponse) -> bytes:
+        declared = resp.content_length
+        if declared is not None and declared > self.max_bytes:
+            raise errors.PermanentError(errors.TOO_LARGE,
+                                        f"Content-Length {declared} over {self.max_bytes} bytes")
+        body = bytearray()
+        async for chunk in resp.content.iter_chunked(CHUNK):
+            body += chunk
+            if len(body) > self.max_bytes:  # holds when Content-Length lies or is absent
+                raise errors.PermanentError(errors.TOO_LARGE,
+                                            f"body over {self.max_bytes} bytes")
+        return bytes(body)
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
+    status = resp.status
+    if status < 400:
+        return
+    message = f"{url} answered {status}"
+    if status == 404 or status == 410:
+        raise errors.PermanentError(errors.NOT_FOUND, message)
+    if status in (408, 429) or status >= 500:
+        raise errors.TransientError(errors.ORIGIN_UNAVAILABLE, message,
+                                    retry_after=_retry_after(resp.headers))
+    raise errors.PermanentError(errors.HTTP_ERROR, message)
+
+
+def _retry_after(headers: Any) -> float | None:
+    value = headers.get("Retry-After", "")
+    return float(value) if value.isdigit() else None

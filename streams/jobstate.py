@@ -1,0 +1,55 @@
+"""Job state in Redis: pending -> processing -> done | retrying | failed.
+
+Every key this project writes to Redis is built here. State is a convenience for callers polling
+a job; it is never the record of truth, so a Redis outage is logged and processing goes on.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+log = logging.getLogger(__name__)
+
+KEY_PREFIX = "covers:job:"  # hash per job id
+STATES = ("pending", "processing", "retrying", "done", "failed")
+
+
+def job_key(job_id: str) -> str:
+    return f"{KEY_PREFIX}{job_id}"
+
+
+class JobState:
+    def __init__(self, url: str, ttl_sec: int) -> None:
+        self.ttl_sec = ttl_sec  # seconds a finished or abandoned job stays readable
+        self._redis: aioredis.Redis = aioredis.from_url(
+            url, socket_timeout=2, socket_connect_timeout=2, decode_responses=True)
+
+    async def set(self, job_id: str, state: str, **fields: Any) -> bool:
+        """Record ``state`` (and JSON-encoded ``fields``); False if Redis could not be reached."""
+        assert state in STATES, state
+        mapping = {"state": state, "updated_at": datetime.now(UTC).isoformat()}
+        mapping.update({k: json.dumps(v) for k, v in fields.items()})
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.hset(job_key(job_id), mapping=mapping)
+                pipe.expire(job_key(job_id), self.ttl_sec)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            log.warning("job state not recorded: job_id=%s state=%s error=%r", job_id, state, exc)
+            return False
+        return True
+
+    async def get(self, job_id: str) -> dict[str, Any] | None:
+        raw = await self._redis.hgetall(job_key(job_id))
+        if not raw:
+            return None
+        return {k: (v if k in ("state", "updated_at") else json.loads(v)) for k, v in raw.items()}
+
+    async def close(self) -> None:
+        await self._redis.aclose()

@@ -1,0 +1,218 @@
+"""The cover service: plain async functions that take their dependencies as arguments.
+
+``handle`` is the whole job of the agent for one input: it never raises, and every input ends
+as exactly one outcome -- a ``cover_processed`` event, a dead letter, or "nothing to do".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from concurrent.futures import Executor
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import Any, Protocol
+
+from processors import errors
+from processors.render import RenderResult, render
+from processors.spec import Limits, Preset
+from streams import __version__, records
+from streams.catalog import CatalogSink
+from streams.fetch import Fetched, Fetcher
+from streams.jobstate import JobState
+from streams.store import ObjectStore, object_key
+
+log = logging.getLogger("covers.service")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where an input event came from (for dead letters and replays)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+class CoverTable(Protocol):
+    """The ``catalog`` table: the latest cover record per book id."""
+
+    def get(self, key: str, default: Any = None) -> Any: ...
+
+    def __setitem__(self, key: str, value: Any) -> None: ...
+
+
+class Outputs(Protocol):
+    """Output topics; each send returns only once the broker has the event."""
+
+    async def processed(self, key: str, record: records.CoverProcessed) -> None: ...
+
+    async def dead_letter(self, key: str | None, record: records.CoverDeadLetter) -> None: ...
+
+
+@dataclass
+class Deps:
+    fetcher: Fetcher
+    store: ObjectStore
+    jobs: JobState
+    catalog: CatalogSink
+    render_pool: Executor
+    limits: Limits
+    presets: dict[str, Preset]
+
+    async def close(self) -> None:
+        await self.fetcher.close()
+        await self.store.close()
+        await self.jobs.close()
+        await self.catalog.close()
+
+
+def job_for(value: records.BookEnriched | records.CoverRequested) -> records.CoverJob | None:
+    """The job an input asks for; None when a book has no cover URL."""
+    if isinstance(value, records.CoverRequested):
+        return records.CoverJob(value.job_id, value.book_id, value.image_url, value.preset,
+                                value.callback_url)
+    if not value.cover_image_url:
+        return None
+    # Deterministic: the same book, URL and preset is the same job, however often it is sent.
+    digest = hashlib.sha256(
+        f"{value.book_id}\0{value.cover_image_url}\0{value.preset or ''}".encode()).hexdigest()
+    return records.CoverJob(f"be-{digest[:24]}", value.book_id, value.cover_image_url,
+                            value.preset)
+
+
+async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
+                 table: CoverTable) -> str:
+    """Process one decoded input; returns the outcome: "processed", "duplicate", "skipped" or a
+    dead letter's reason code. Never raises."""
+    job: records.CoverJob | None = None
+    first_failure = records.utcnow()
+    try:
+        if isinstance(value, records.Undecodable):
+            raise errors.PermanentError(errors.UNDECODABLE_EVENT, value.reason)
+        job = job_for(value)
+        if job is None:
+            log.info("no cover url: book_id=%s", value.book_id)
+            return "skipped"
+        preset = _preset(job, deps.presets)
+        current = table.get(job.book_id)
+        if _already_done(current, job, preset):
+            log.info("already done: job_id=%s book_id=%s", job.job_id, job.book_id)
+            await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
+                                outputs=current["renditions"])
+            return "duplicate"
+        await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=1)
+        processed = await process(job, preset, deps)
+        row = catalog_record(processed)
+        table[job.book_id] = row
+        await deps.catalog.upsert(row)
+        await outputs.processed(job.book_id, processed)
+        await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
+                            outputs=row["renditions"], placeholder=row["placeholder"])
+        log.info("done: job_id=%s book_id=%s timings_ms=%s", job.job_id, job.book_id,
+                 processed.timings_ms)
+        return "processed"
+    except Exception as exc:  # every failure is routed; nothing escapes the agent loop
+        error = exc if isinstance(exc, errors.CoverError) else errors.PermanentError(
+            errors.INTERNAL_ERROR, repr(exc))
+        if not isinstance(exc, errors.CoverError):
+            log.exception("unexpected failure: source=%s", source)
+        return await _dead_letter(error, job, source, first_failure, deps, outputs)
+
+
+async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.CoverProcessed:
+    """Fetch, render and store one cover; raises CoverError."""
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    fetched = await deps.fetcher.fetch(job.image_url)
+    timings["fetch"] = _ms_since(started)
+
+    started = time.perf_counter()
+    loop = asyncio.get_running_loop()
+    result: RenderResult = await loop.run_in_executor(
+        deps.render_pool, render, fetched.data, preset, deps.limits)
+    timings["render"] = _ms_since(started)
+
+    started = time.perf_counter()
+    renditions = await store_renditions(job, preset, fetched, result, deps.store)
+    timings["store"] = _ms_since(started)
+    return records.CoverProcessed(
+        job_id=job.job_id, book_id=job.book_id, source_url=job.image_url,
+        source_sha256=fetched.sha256, source_format=result.source_format,
+        source_width=result.source_width, source_height=result.source_height,
+        source_bytes=len(fetched.data), preset=preset.name, preset_version=preset.version,
+        renditions=renditions,
+        placeholder=records.Placeholder(dominant_color=result.placeholder.dominant_color,
+                                        lqip=result.placeholder.lqip),
+        processed_at=records.utcnow(), timings_ms=timings, attempts=1)
+
+
+async def store_renditions(job: records.CoverJob, preset: Preset, fetched: Fetched,
+                           result: RenderResult,
+                           store: ObjectStore) -> tuple[records.Rendition, ...]:
+    metadata = {"book-id": job.book_id, "source-sha256": fetched.sha256,
+                "preset": f"{preset.name}@{preset.version}"}
+    stored = await asyncio.gather(*(
+        store.put(object_key(job.book_id, fetched.sha256, r.name, r.extension), r.data,
+                  r.content_type, metadata)
+        for r in result.renditions))
+    return tuple(
+        records.Rendition(name=r.name, url=s.url, key=s.key, width=r.width, height=r.height,
+                          format=r.format, bytes=len(r.data))
+        for r, s in zip(result.renditions, stored, strict=True))
+
+
+def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
+    """The catalog's cover record of a book (JSON-ready): the table value and the sink row."""
+    renditions = [asdict(r) for r in processed.renditions]
+    # Ties (a small source caps several renditions at one width) go to the later, larger spec.
+    ranked = sorted(enumerate(processed.renditions), key=lambda p: (p[1].width, p[0]))
+    narrowest, widest = ranked[0][1], ranked[-1][1]
+    return {
+        "book_id": processed.book_id, "job_id": processed.job_id,
+        "cover_url": widest.url, "thumbnail_url": narrowest.url, "renditions": renditions,
+        "placeholder": asdict(processed.placeholder) if processed.placeholder else None,
+        "source_url": processed.source_url, "source_sha256": processed.source_sha256,
+        "preset": processed.preset, "preset_version": processed.preset_version,
+        "processed_at": processed.processed_at.isoformat(timespec="milliseconds"),
+    }
+
+
+def _preset(job: records.CoverJob, presets: dict[str, Preset]) -> Preset:
+    name = job.preset or "cover"
+    if name not in presets:
+        raise errors.PermanentError(errors.UNKNOWN_PRESET, f"no preset named {name!r}")
+    return presets[name]
+
+
+def _already_done(current: Any, job: records.CoverJob, preset: Preset) -> bool:
+    return bool(current) and current.get("source_url") == job.image_url and (
+        current.get("preset") == preset.name and current.get("preset_version") == preset.version
+    ) and (job.job_id.startswith("be-") or current.get("job_id") == job.job_id)
+
+
+async def _dead_letter(error: errors.CoverError, job: records.CoverJob | None, source: Source,
+                       first_failure: datetime, deps: Deps, outputs: Outputs) -> str:
+    book_id = job.book_id if job else (source.key.decode(errors="replace") if source.key else None)
+    record = records.CoverDeadLetter(
+        job_id=job.job_id if job else None, book_id=book_id, reason_code=error.code,
+        error_class=type(error).__name__, message=error.message[:2000],
+        transient=error.transient, attempts=1, first_failure_at=first_failure,
+        last_failure_at=records.utcnow(), source_topic=source.topic,
+        source_partition=source.partition, source_offset=source.offset,
+        original_key=source.key, original_value=source.value, worker_version=__version__)
+    log.warning("dead letter: job_id=%s book_id=%s code=%s message=%s",
+                record.job_id, book_id, error.code, error.message)
+    await outputs.dead_letter(book_id, record)
+    if job is not None:
+        await deps.jobs.set(job.job_id, "failed", book_id=job.book_id,
+                            error={"code": error.code, "message": error.message})
+    return error.code
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000, 2)

@@ -1,0 +1,127 @@
+"""One typed settings object, read from the environment once, at start-up.
+
+Every field is named after its environment variable (``kafka_brokers`` <- ``KAFKA_BROKERS``);
+the names from the seed documents are kept as they are. ``load()`` turns validation failures into
+a ``ConfigError`` whose message names each offending variable.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ConfigError(ValueError):
+    """The environment does not describe a runnable configuration."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(case_sensitive=False, extra="ignore", frozen=True)
+
+    # --- Kafka ---
+    kafka_brokers: str = Field("kafka:9092", description="Bootstrap servers, comma separated")
+    app_id: str = Field("book-covers", description="Faust app id = consumer group id")
+    topic_partitions: int = Field(4, ge=1, le=1024)
+    topic_book_enriched: str = "book_enriched"
+    topic_cover_requested: str = "cover_requested"
+    topic_cover_processed: str = "cover_processed"
+    topic_dead_letter: str = "cover_dead_letter"
+    topic_replication_factor: int = Field(1, ge=1, le=16)
+    kafka_idempotence: bool = Field(False, description="Needs a broker with InitProducerId")
+    kafka_session_timeout_sec: int = Field(30, ge=3, le=600)
+    worker_web_port: int = Field(6066, ge=0, le=65535, description="0 = no web server")
+    worker_web_host: str = "127.0.0.1"
+
+    # --- Fetching ---
+    max_image_size_mb: float = Field(5, gt=0, le=1024)
+    process_timeout_sec: float = Field(20, gt=0, le=3600)
+    allow_private_sources: bool = False
+
+    # --- Rendering ---
+    max_image_pixels: int = Field(16_800_000, ge=1)
+    render_threads: int = Field(0, ge=0, description="0 = one per core")
+
+    # --- Storage ---
+    storage_url: str = Field("", description="file:///dir or s3://bucket; empty = s3 bucket")
+    image_storage_bucket: str = "book-covers"
+    public_base_url: str = ""
+    s3_endpoint: str = ""
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str = ""
+    s3_secret_access_key: str = ""
+    s3_create_bucket: bool = False
+    presign_expiry_sec: int = Field(7 * 24 * 3600, ge=1, le=7 * 24 * 3600)
+
+    # --- State and catalog ---
+    redis_url: str = "redis://localhost:6379/0"
+    job_ttl_sec: int = Field(7 * 24 * 3600, ge=60)
+    catalog_url: str = "sqlite:///./data/catalog.db"
+
+    log_level: str = "info"
+
+    @field_validator("kafka_brokers")
+    @classmethod
+    def _brokers(cls, value: str) -> str:
+        for broker in value.split(","):
+            host, _, port = broker.strip().removeprefix("kafka://").rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"{broker!r} is not host:port")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+    @field_validator("catalog_url")
+    @classmethod
+    def _catalog(cls, value: str) -> str:
+        if urlsplit(value).scheme not in ("sqlite", "postgresql", "postgres"):
+            raise ValueError("must be sqlite:///path or postgresql://...")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        value = value.lower()
+        if value not in ("crit", "error", "warn", "info", "debug"):
+            raise ValueError("must be one of crit, error, warn, info, debug")
+        return value
+
+    @model_validator(mode="after")
+    def _storage(self) -> Settings:
+        scheme = urlsplit(self.resolved_storage_url).scheme
+        if scheme not in ("file", "s3"):
+            raise ValueError("STORAGE_URL must be file:///dir or s3://bucket")
+        return self
+
+    @property
+    def resolved_storage_url(self) -> str:
+        return self.storage_url or f"s3://{self.image_storage_bucket}"
+
+    @property
+    def broker_url(self) -> str:
+        return ";".join(f"kafka://{b.strip().removeprefix('kafka://')}"
+                        for b in self.kafka_brokers.split(","))
+
+    @property
+    def max_image_bytes(self) -> int:
+        return int(self.max_image_size_mb * 1024 * 1024)
+
+
+def load(**overrides: object) -> Settings:
+    """Read and validate the environment (``overrides`` win); raise ConfigError naming variables."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            name = "_".join(str(p) for p in err["loc"]).upper() or "STORAGE_URL"
+            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}"
+                            f" (got {err.get('input')!r})" if err["loc"] else
+                            err["msg"].removeprefix("Value error, "))
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None

@@ -1,0 +1,59 @@
+"""A local directory as the object store: the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from pathlib import Path
+
+from processors import errors
+from streams.store import StoredObject
+
+
+class LocalStore:
+    def __init__(self, root: str, public_base_url: str = "") -> None:
+        self.root = Path(root).resolve()
+        self.public_base_url = public_base_url.rstrip("/")
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _path(self, key: str) -> Path:
+        path = (self.root / key).resolve()
+        if not path.is_relative_to(self.root):
+            raise errors.PermanentError(errors.INVALID_EVENT, f"key {key!r} escapes the store")
+        return path
+
+    def url_for(self, key: str) -> str:
+        if self.public_base_url:
+            return f"{self.public_base_url}/{key}"
+        return self._path(key).as_uri()
+
+    async def put(self, key: str, data: bytes, content_type: str,
+                  metadata: dict[str, str]) -> StoredObject:
+        path = self._path(key)
+        try:
+            created = await asyncio.to_thread(self._write, path, data, content_type, metadata)
+        except OSError as exc:
+            raise errors.TransientError(errors.STORAGE_UNAVAILABLE, f"write {key}: {exc}") from exc
+        return StoredObject(key=key, url=self.url_for(key), created=created)
+
+    @staticmethod
+    def _write(path: Path, data: bytes, content_type: str, metadata: dict[str, str]) -> bool:
+        if path.exists() and path.stat().st_size == len(data):
+            return False
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # readers never see half an object
+        sidecar = {"content_type": content_type, "metadata": metadata}
+        path.with_name(path.name + ".meta.json").write_text(json.dumps(sidecar))
+        return True
+
+    async def get(self, key: str) -> bytes:
+        try:
+            return await asyncio.to_thread(self._path(key).read_bytes)
+        except FileNotFoundError:
+            raise errors.PermanentError(errors.NOT_FOUND, f"no object {key}") from None
+
+    async def close(self) -> None:
+        return None
