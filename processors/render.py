@@ -162,7 +162,7 @@ def encode(image: pyvips.Image, spec: RenditionSpec) -> bytes:
 def make_placeholder(image: pyvips.Image) -> Placeholder:
     flat = image.flatten(background=[255, 255, 255]) if image.hasalpha() else image
     r, g, b = (round(v) for v in flat.resize(1 / flat.width, vscale=1 / flat.height)(0, 0)[:3])
-    tiny = flat.thumbnail_image(_LQIP_WIDTH)
+    tiny = flat.thumbnail_image(_LQIP_WIDTH, height=_UNBOUNDED)
     preview = bytes(tiny.webpsave_buffer(Q=30, keep="none"))
     return Placeholder(
         dominant_color=f"#{r:02x}{g:02x}{b:02x}",

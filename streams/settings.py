@@ -33,6 +33,7 @@ class Settings(BaseSettings):
     kafka_session_timeout_sec: int = Field(30, ge=3, le=600)
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 = no web server")
     worker_web_host: str = "127.0.0.1"
+    worker_data_dir: str = Field("data/faust", description="Faust's local state directory")
 
     # --- Fetching ---
     max_image_size_mb: float = Field(5, gt=0, le=1024)

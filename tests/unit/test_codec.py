@@ -1,0 +1,63 @@
+import json
+from datetime import UTC, datetime
+
+import pytest
+
+from streams import codec, records
+
+NOW = datetime(2026, 11, 24, 12, 0, 0, 123000, tzinfo=UTC)
+
+SAMPLES = [
+    (codec.BOOK_ENRICHED, records.BookEnriched(
+        "B1", "https://example.org/c.jpg", "Title", ("A", "B"), "978", None, {"lang": "en"})),
+    (codec.BOOK_ENRICHED, records.BookEnriched("B2")),
+    (codec.COVER_REQUESTED, records.CoverRequested(
+        "job-1", "B1", "https://example.org/c.png", "cover", "https://cb.example/x", NOW)),
+    (codec.COVER_PROCESSED, records.CoverProcessed(
+        "job-1", "B1", "https://example.org/c.jpg", "ab" * 32, "jpeg", 1000, 1500, 12345,
+        "cover", "1",
+        (records.Rendition("thumb", "https://cdn/x.jpg", "B1/abab/thumb.jpg", 200, 300, "jpeg",
+                           999),),
+        records.Placeholder("#102030", "data:image/webp;base64,AAAA"), NOW,
+        {"fetch": 1.5}, 2)),
+    (codec.DEAD_LETTER, records.CoverDeadLetter(
+        "not_found", "PermanentError", "404", NOW, NOW, "book_enriched", 3, 42, "job-1", "B1",
+        False, 1, b"B1", b"\x00raw", "0.1.0")),
+]
+
+
+@pytest.mark.parametrize(("c", "record"), SAMPLES)
+def test_round_trip_every_schema(c: codec.RecordCodec[object], record: object) -> None:
+    assert c.decode(c.encode(record)) == record
+
+
+@pytest.mark.parametrize(("c", "record"), SAMPLES)
+def test_confluent_framing_is_read(c: codec.RecordCodec[object], record: object) -> None:
+    framed = b"\x00" + (17).to_bytes(4, "big") + c.encode(record)
+    assert c.decode(framed) == record
+
+
+def test_json_fallback_ignores_unknown_fields() -> None:
+    raw = json.dumps({"book_id": "B9", "cover_image_url": "https://x/y.jpg",
+                      "publisher": "Penguin", "page_count": 300}).encode()
+    record = codec.BOOK_ENRICHED.decode(raw)
+    assert record == records.BookEnriched("B9", "https://x/y.jpg")
+
+
+def test_missing_or_null_cover_url_is_not_an_error() -> None:
+    assert codec.BOOK_ENRICHED.decode(b'{"book_id": "B1"}').cover_image_url is None
+    assert codec.BOOK_ENRICHED.decode(
+        b'{"book_id": "B1", "cover_image_url": null}').cover_image_url is None
+
+
+@pytest.mark.parametrize("raw", [b"", b"\xff\xfe garbage", b'{"title": "no id"}', b"[1, 2]",
+                                 b'{"book_id": 7}', b"{not json"])
+def test_garbage_raises_decode_error(raw: bytes) -> None:
+    with pytest.raises(codec.DecodeError):
+        codec.BOOK_ENRICHED.decode(raw)
+
+
+def test_trailing_bytes_are_rejected() -> None:
+    data = codec.BOOK_ENRICHED.encode(records.BookEnriched("B1")) + b"\x01\x02"
+    with pytest.raises(codec.DecodeError, match="trailing"):
+        codec.BOOK_ENRICHED.decode(data)
