@@ -59,27 +59,45 @@ class RecordCodec(Generic[R]):
         are ignored. Raises DecodeError."""
         if not data:
             raise DecodeError("empty message")
-        try:
-            if data[:1] == b"{":
+        if data[:1] == b"{":
+            try:
                 raw = json.loads(data)
-                if not isinstance(raw, dict):
-                    raise DecodeError("JSON event is not an object")
-            else:
-                if data[0] == CONFLUENT_MAGIC and len(data) > 5:
-                    data = data[5:]
-                buf = io.BytesIO(data)
-                raw = fastavro.schemaless_reader(buf, self.schema, None)
-                if buf.tell() != len(data):
-                    raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the record")
+            except ValueError as exc:
+                raise DecodeError(f"not a valid {self.schema_name} event: {exc}") from None
+            if not isinstance(raw, dict):
+                raise DecodeError("JSON event is not an object")
             return self.from_dict(raw)
-        except DecodeError:
-            raise
-        except Exception as exc:  # fastavro and json raise many kinds for malformed input
+        # Plain Avro first: its first byte may be 0 too (a null union branch), so the Confluent
+        # reading (magic byte, 4-byte schema id) is only the fallback, and both must use up
+        # every byte to count.
+        try:
+            return self.from_dict(self._read_avro(data))
+        except DecodeError as plain_error:
+            if data[0] != CONFLUENT_MAGIC or len(data) <= 5:
+                raise
+            try:
+                return self.from_dict(self._read_avro(data[5:]))
+            except DecodeError:
+                raise plain_error from None
+
+    def _read_avro(self, data: bytes) -> dict[str, Any]:
+        buf = io.BytesIO(data)
+        try:
+            raw = fastavro.schemaless_reader(buf, self.schema, None)
+        except Exception as exc:  # fastavro raises many kinds for malformed input
             raise DecodeError(f"not a valid {self.schema_name} event: {exc!r}") from None
+        if buf.tell() != len(data):
+            raise DecodeError(f"{len(data) - buf.tell()} trailing bytes after the record")
+        if not isinstance(raw, dict):
+            raise DecodeError("not a record")
+        return raw
 
     def from_dict(self, raw: dict[str, Any]) -> R:
         """Build the record from a plain dict, checking required fields and types."""
         known = {k: v for k, v in raw.items() if k in self._fields}
+        for name in ("book_id", "job_id"):
+            if known.get(name) == "":
+                raise DecodeError(f"{self.schema_name}: {name} is empty")
         try:
             record = self.record_type(**{k: _coerce(self._hints[k], v) for k, v in known.items()})
         except TypeError as exc:

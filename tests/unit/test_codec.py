@@ -61,3 +61,16 @@ def test_trailing_bytes_are_rejected() -> None:
     data = codec.BOOK_ENRICHED.encode(records.BookEnriched("B1")) + b"\x01\x02"
     with pytest.raises(codec.DecodeError, match="trailing"):
         codec.BOOK_ENRICHED.decode(data)
+
+
+def test_plain_avro_starting_with_a_null_branch_is_not_taken_for_confluent() -> None:
+    record = records.CoverDeadLetter("undecodable_event", "PermanentError", "bad", NOW, NOW,
+                                     "t", 0, 1)  # job_id None: the encoding starts with 0x00
+    data = codec.DEAD_LETTER.encode(record)
+    assert data[0] == 0
+    assert codec.DEAD_LETTER.decode(data) == record
+
+
+def test_empty_book_id_is_refused() -> None:
+    with pytest.raises(codec.DecodeError, match="book_id is empty"):
+        codec.BOOK_ENRICHED.decode(codec.BOOK_ENRICHED.encode(records.BookEnriched("")))

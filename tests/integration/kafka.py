@@ -1,0 +1,55 @@
+"""Publishing inputs and collecting outcomes on the real broker."""
+
+from __future__ import annotations
+
+import time
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+from streams import codec, records
+from streams.settings import Settings
+
+
+async def send(settings: Settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    await producer.start()
+    try:
+        for key, value in items:
+            await producer.send_and_wait(topic, value, key=key.encode())
+    finally:
+        await producer.stop()
+
+
+async def publish_books(settings: Settings, books: list[records.BookEnriched]) -> None:
+    await send(settings, settings.topic_book_enriched,
+               [(b.book_id, codec.BOOK_ENRICHED.encode(b)) for b in books])
+
+
+async def collect(settings: Settings, expected: int, timeout: float,
+                  settle: float = 0.0) -> tuple[list[records.CoverProcessed],
+                                                list[records.CoverDeadLetter]]:
+    """Read both output topics from the start until ``expected`` outcomes arrived, then keep
+    reading for ``settle`` seconds more (to catch outcomes that should not be there)."""
+    consumer = AIOKafkaConsumer(settings.topic_cover_processed, settings.topic_dead_letter,
+                                bootstrap_servers=settings.kafka_brokers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    processed: list[records.CoverProcessed] = []
+    dead: list[records.CoverDeadLetter] = []
+    deadline = time.monotonic() + timeout
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            if settle_until is None and len(processed) + len(dead) >= expected:
+                settle_until = time.monotonic() + settle
+            if settle_until is not None and time.monotonic() >= settle_until:
+                break
+            for tp, messages in (await consumer.getmany(timeout_ms=300)).items():
+                for msg in messages:
+                    if tp.topic == settings.topic_cover_processed:
+                        processed.append(codec.COVER_PROCESSED.decode(msg.value))
+                    else:
+                        dead.append(codec.DEAD_LETTER.decode(msg.value))
+    finally:
+        await consumer.stop()
+    return processed, dead
