@@ -60,8 +60,9 @@ def create_app(settings: Settings) -> faust.App:
                             value_serializer=codec.FaustCodec(codec.COVER_PROCESSED))
     dead_letter_topic = topic(settings.topic_dead_letter, key_serializer="raw",
                               value_serializer=codec.FaustCodec(codec.DEAD_LETTER))
+    # Keys are book ids (str) and values JSON cover records: Faust's table serializers are JSON.
     catalog = app.Table("catalog", default=None, partitions=settings.topic_partitions,
-                        )  # keys: raw bytes; values: JSON (the app defaults)
+                        key_type=str)
 
     class KafkaOutputs:
         async def processed(self, key: str, record: records.CoverProcessed) -> None:
@@ -78,7 +79,7 @@ def create_app(settings: Settings) -> faust.App:
             async for event in stream.events():
                 msg = event.message
                 source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
-                await handle(event.value, source, deps, outputs, TableView(catalog))
+                await handle(event.value, source, deps, outputs, catalog)
         finally:
             await deps.close()
 
@@ -91,19 +92,6 @@ def create_app(settings: Settings) -> faust.App:
         return web.json(record)
 
     return app
-
-
-class TableView:
-    """String-keyed access to the bytes-keyed ``catalog`` table."""
-
-    def __init__(self, table: faust.Table) -> None:
-        self.table = table
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self.table.get(key.encode(), default)
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self.table[key.encode()] = value
 
 
 async def _deliver(topic: faust.TopicT, key: str | None, value: Any) -> None:
