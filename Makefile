@@ -22,7 +22,7 @@ run: install
 demo: install
 	$(BIN)/covers dev --exit-when-done
 
-test: install
+test: install lint
 	$(BIN)/python -m pytest -q
 
 lint: install

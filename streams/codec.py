@@ -119,7 +119,8 @@ def _coerce(hint: Any, value: Any) -> Any:
         return tuple(_coerce(args[0], v) for v in value)
     if dataclasses.is_dataclass(hint) and isinstance(value, dict):
         hints = typing.get_type_hints(hint)
-        return hint(**{k: _coerce(hints[k], v) for k, v in value.items() if k in hints})
+        return hint(**{k: _coerce(hints[k], v)  # type: ignore[operator]
+                       for k, v in value.items() if k in hints})
     if hint is str and not isinstance(value, str):
         raise DecodeError(f"expected a string, got {type(value).__name__}")
     return value
@@ -153,7 +154,7 @@ class FaustCodec(faust.Codec):
         return self.codec.decode(s)
 
 
-class InputSchema(faust.Schema):
+class InputSchema(faust.Schema):  # type: ignore[type-arg]
     """Decodes each input message with the codec of the topic it came from; never raises."""
 
     def __init__(self, codecs_by_topic: dict[str, RecordCodec[Any]]) -> None:

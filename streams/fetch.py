@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import socket
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
@@ -38,18 +39,22 @@ class BlobSource(Protocol):
     async def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
 
 
+# getaddrinfo's shape: (host, port, family=, type=) -> [(family, type, proto, name, sockaddr)]
+Lookup = Callable[..., Awaitable[list[tuple[Any, ...]]]]
+
+
 class VettingResolver(AbstractResolver):
     """Resolves once and hands aiohttp only addresses that passed the SSRF check."""
 
-    def __init__(self, allow_private: bool) -> None:
+    def __init__(self, allow_private: bool, lookup: Lookup | None = None) -> None:
         self.allow_private = allow_private
-        self._loop = asyncio.get_running_loop()
+        self._lookup = lookup or asyncio.get_running_loop().getaddrinfo
 
     async def resolve(self, host: str, port: int = 0,
                       family: socket.AddressFamily = socket.AF_INET) -> list[ResolveResult]:
         try:
-            infos = await self._loop.getaddrinfo(host, port, family=socket.AF_UNSPEC,
-                                                 type=socket.SOCK_STREAM)
+            infos = await self._lookup(host, port, family=socket.AF_UNSPEC,
+                                       type=socket.SOCK_STREAM)
         except socket.gaierror as exc:
             raise errors.TransientError(
                 errors.FETCH_FAILED, f"cannot resolve {host}: {exc}") from None

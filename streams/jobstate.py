@@ -33,7 +33,8 @@ class JobState:
     async def set(self, job_id: str, state: str, **fields: Any) -> bool:
         """Record ``state`` (and JSON-encoded ``fields``); False if Redis could not be reached."""
         assert state in STATES, state
-        mapping = {"state": state, "updated_at": datetime.now(UTC).isoformat()}
+        mapping: dict[Any, Any] = {  # redis-py types keys and values as a wide union
+            "state": state, "updated_at": datetime.now(UTC).isoformat()}
         mapping.update({k: json.dumps(v) for k, v in fields.items()})
         try:
             async with self._redis.pipeline(transaction=True) as pipe:
@@ -49,7 +50,8 @@ class JobState:
         raw = await self._redis.hgetall(job_key(job_id))
         if not raw:
             return None
-        return {k: (v if k in ("state", "updated_at") else json.loads(v)) for k, v in raw.items()}
+        return {str(k): (v if k in ("state", "updated_at") else json.loads(v))
+                for k, v in raw.items()}
 
     async def close(self) -> None:
         await self._redis.aclose()

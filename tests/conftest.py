@@ -77,7 +77,7 @@ def origin() -> Iterator[Origin]:
     state = Origin("")
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self) -> None:  # noqa: N802 (the stdlib's name)
+        def do_GET(self) -> None:
             status, body, headers = state.routes.get(self.path, (404, b"not found", {}))
             self.send_response(status)
             for name, value in headers.items():
