@@ -98,14 +98,14 @@ def dev(
 
 def _run_dev(settings: Settings, proc: subprocess.Popen[bytes], demo: bool,
              exit_when_done: bool, timeout: float, data_dir: Path) -> int:
-    from streams.demo import run_demo
+    from streams.demo import SAMPLES, run_demo
     from streams.topics import ensure_topics
 
     asyncio.run(ensure_topics(settings))
     code = 0
     if demo:
         outcomes = asyncio.run(run_demo(settings, data_dir / "samples", timeout, console))
-        missing = len(embedded_samples()) - len(outcomes.processed)
+        missing = len(SAMPLES) - len(outcomes.processed)
         if missing:
             console.print(f"[red]{missing} sample(s) not processed "
                           f"({len(outcomes.failed)} dead-lettered)")
@@ -121,12 +121,6 @@ def _run_dev(settings: Settings, proc: subprocess.Popen[bytes], demo: bool,
     except KeyboardInterrupt:
         pass
     return code
-
-
-def embedded_samples() -> tuple[object, ...]:
-    from streams.demo import SAMPLES
-
-    return SAMPLES
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:

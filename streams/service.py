@@ -69,6 +69,7 @@ class Deps:
         await self.store.close()
         await self.jobs.close()
         await self.catalog.close()
+        self.render_pool.shutdown(wait=True)
 
 
 def job_for(value: records.BookEnriched | records.CoverRequested) -> records.CoverJob | None:
