@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -30,6 +31,7 @@ SEND_RETRY_DELAYS = (0.5, 1, 2, 5, 10)  # seconds between attempts to hand an ou
 
 
 def create_app(settings: Settings) -> faust.App:
+    Path(settings.worker_data_dir).mkdir(parents=True, exist_ok=True)  # Faust will not make it
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,

@@ -68,11 +68,16 @@ def dev(
         "data"),
 ) -> None:
     """Embedded stack (broker, Redis, local store, SQLite catalog) plus a worker."""
+    # Ctrl-C or SIGTERM (also when started in the background, where SIGINT is ignored) stop the
+    # worker and the embedded services through the same clean-up path.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, _interrupt)
     user_env = dict(os.environ)
     with embedded.embedded_stack(user_env) as stack:
         defaults = stack.env()
         defaults["STORAGE_URL"] = (data_dir.resolve() / "store").as_uri()
         defaults["CATALOG_URL"] = f"sqlite:///{data_dir.resolve() / 'catalog.db'}"
+        defaults["WORKER_DATA_DIR"] = str(data_dir.resolve() / "faust")
         defaults["ALLOW_PRIVATE_SOURCES"] = "true"  # the samples are served on loopback
         defaults["APP_ID"] = f"book-covers-dev-{int(time.time())}"
         env = {**defaults, **user_env}
@@ -121,6 +126,10 @@ def _run_dev(settings: Settings, proc: subprocess.Popen[bytes], demo: bool,
     except KeyboardInterrupt:
         pass
     return code
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
