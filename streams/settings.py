@@ -121,8 +121,9 @@ def load(**overrides: object) -> Settings:
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
-            name = "_".join(str(p) for p in err["loc"]).upper() or "STORAGE_URL"
-            problems.append(f"{name}: {err['msg'].removeprefix('Value error, ')}"
-                            f" (got {err.get('input')!r})" if err["loc"] else
-                            err["msg"].removeprefix("Value error, "))
+            message = err["msg"].removeprefix("Value error, ")
+            if err["loc"]:  # a field: name its variable and the value it got
+                name = "_".join(str(p) for p in err["loc"]).upper()
+                message = f"{name}: {message} (got {err.get('input')!r})"
+            problems.append(message)  # model-level checks name their variables themselves
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems)) from None
