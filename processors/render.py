@@ -1,35 +1,48 @@
-"""Turn one source image into the renditions of a preset, plus a placeholder.
+"""Turn one source image into the renditions of a preset, plus its placeholders.
 
 The algorithm on one screen::
 
-    SOURCE_STEPS    = (guard_type, guard_header)              # before any pixel is decoded
-    decode          : shrink-on-load to the widest rendition, auto-rotate, fail on truncation
-    NORMALISE_STEPS = (to_srgb,)                              # once, for every rendition
-    per rendition   : fit_width, then RENDITION_STEPS = (flatten_alpha,), then encode;
-                      widest first, each smaller one derived from the one before, in memory
-    placeholder     : dominant colour and a tiny data-URI preview from the smallest rendition
+    SOURCE_STEPS    = (guard_type, guard_header)     # magic bytes, then header-only limits
+    plan            : each rendition's scale from the source size, its fit and its ops
+    decode          : once, shrink-on-load to the largest scale any rendition needs,
+                      EXIF auto-rotate, first frame only, fail on truncation
+    NORMALISE_STEPS = (to_srgb,)                     # once, for every rendition
+    per rendition, largest first:
+        geometry ops (crop, rotate, flip)            # processors.ops.GEOMETRY
+        scale                                        # plain renditions start from the last
+        crop_to_box (fit = cover, with gravity)      # plain one: smaller from larger, in memory
+        pixel ops (blur, sharpen, watermark)         # processors.ops.PIXELS
+        flatten_alpha (JPEG), encode (metadata stripped)
+    placeholder     : dominant colour, LQIP and blurhash from the smallest plain image
 
 libvips work is synchronous and CPU-bound: callers run ``render`` off the event loop.
 """
 
 from __future__ import annotations
 
-import base64
-from collections.abc import Callable
+import math
 from dataclasses import dataclass
 
 import pyvips
 
 from processors import errors
+from processors.ops import GEOMETRY, PIXELS, size_after
+from processors.placeholder import Placeholder, make_placeholder
 from processors.sniff import JPEG, sniff
-from processors.spec import Limits, Preset, RenditionSpec
+from processors.spec import Limits, Preset, RenditionSpec, rgb
 
-# Loaders of formats that can run arbitrary delegates (ImageMagick, PDF, SVG scripts) stay off.
+# Only the loaders of the formats accepted as input stay on; the rest (SVG, CSV, matrix, raw,
+# .v files, and the untrusted ImageMagick/PDF delegates) fail as if absent.
+ALLOWED_LOADERS = ("VipsForeignLoadJpeg", "VipsForeignLoadPng", "VipsForeignLoadWebp",
+                   "VipsForeignLoadNsgif", "VipsForeignLoadHeif", "VipsForeignLoadTiff")
 pyvips.block_untrusted_set(True)
+pyvips.operation_block_set("VipsForeignLoad", True)
+for _loader in ALLOWED_LOADERS:
+    pyvips.operation_block_set(_loader, False)
 
-# Image.thumbnail takes a box; a huge height means "fit the width only".
-_UNBOUNDED = 10_000_000
-_LQIP_WIDTH = 16
+_UNBOUNDED = 10_000_000  # a box this tall means "fit the width only"
+_SAMPLE_BYTES = {"uchar": 1, "char": 1, "ushort": 2, "short": 2, "uint": 4, "int": 4,
+                 "float": 4, "double": 8, "complex": 8, "dpcomplex": 16}
 
 
 @dataclass(frozen=True)
@@ -46,20 +59,30 @@ class Rendered:
 
 
 @dataclass(frozen=True)
-class Placeholder:
-    """What a page shows before the real image arrives."""
-
-    dominant_color: str  # "#rrggbb"
-    lqip: str  # data: URI, well under 1 KB
-
-
-@dataclass(frozen=True)
 class RenderResult:
     source_format: str
     source_width: int
     source_height: int
     renditions: tuple[Rendered, ...]
     placeholder: Placeholder
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A rendition's geometry, worked out from the source size before anything is decoded."""
+
+    spec: RenditionSpec
+    scale: float  # output pixels per source pixel
+    size: tuple[int, int]  # after scaling
+    box: tuple[int, int]  # after the cover crop (== size for the other fits)
+
+
+def configure(threads: int = 1) -> None:
+    """Set libvips' worker threads per render and switch its operation cache off: every source
+    is new, so cached results only hold memory. Call once per process."""
+    pyvips.concurrency_set(max(1, threads))
+    pyvips.cache_set_max(0)
+    pyvips.cache_set_max_mem(0)
 
 
 # --- steps before decoding ----------------------------------------------------------------
@@ -74,7 +97,7 @@ def guard_type(data: bytes) -> str:
 
 
 def guard_header(data: bytes, limits: Limits) -> pyvips.Image:
-    """Open the header only and refuse pixel bombs and frame floods before decoding."""
+    """Open the header only and refuse pixel bombs, frame floods and memory hogs."""
     try:
         header = pyvips.Image.new_from_buffer(data, "", access="sequential")
     except pyvips.Error as exc:
@@ -84,25 +107,45 @@ def guard_header(data: bytes, limits: Limits) -> pyvips.Image:
     if pixels > limits.max_pixels:
         raise errors.PermanentError(
             errors.TOO_MANY_PIXELS,
-            f"{header.width}x{header.height} is {pixels} pixels, limit {limits.max_pixels}",
-        )
+            f"{header.width}x{header.height} is {pixels} pixels, limit {limits.max_pixels}")
     frames = header.get("n-pages") if header.get_typeof("n-pages") else 1
     if frames > limits.max_frames:
         raise errors.PermanentError(
-            errors.TOO_MANY_FRAMES, f"{frames} frames, limit {limits.max_frames}"
-        )
+            errors.TOO_MANY_FRAMES, f"{frames} frames, limit {limits.max_frames}")
+    decoded = pixels * header.bands * _SAMPLE_BYTES.get(header.format, 8)
+    if decoded > limits.max_memory_mb * 1024 * 1024:
+        raise errors.PermanentError(
+            errors.TOO_MUCH_MEMORY, f"one decoded frame needs {decoded // 2**20} MiB, "
+            f"limit {limits.max_memory_mb} MiB")
     return header
+
+
+def plan(spec: RenditionSpec, width: int, height: int) -> Plan:
+    """Scale and sizes of one rendition of a ``width`` x ``height`` source (EXIF-rotated)."""
+    w, h = float(width), float(height)
+    for op in spec.geometry_ops:
+        w, h = size_after(w, h, op)
+    w, h = max(w, 1.0), max(h, 1.0)
+    box_w = spec.width or _UNBOUNDED
+    box_h = spec.height or _UNBOUNDED
+    scale = {"inside": min(box_w / w, box_h / h), "cover": max(box_w / w, box_h / h),
+             "width": box_w / w, "height": box_h / h}[spec.fit]
+    if not spec.enlarge:
+        scale = min(scale, 1.0)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    box = (min(size[0], box_w), min(size[1], box_h)) if spec.fit == "cover" else size
+    return Plan(spec, scale, size, box)
 
 
 def decode(data: bytes, width: int) -> pyvips.Image:
     """Decode once, shrinking on load to ``width`` (never enlarging) and applying EXIF rotation.
 
-    ``fail_on=truncated`` goes in the option string: ``thumbnail_buffer`` ignores the keyword
-    form (libvips #5195) and would fill a truncated image with grey instead.
+    Only the first page or frame is read. ``fail_on=truncated`` goes in the option string:
+    ``thumbnail_buffer`` ignores the keyword form (libvips #5195) and would fill a truncated
+    image with grey instead.
     """
     image = pyvips.Image.thumbnail_buffer(
-        data, width, height=_UNBOUNDED, size="down", option_string="fail_on=truncated"
-    )
+        data, width, height=_UNBOUNDED, size="down", option_string="fail_on=truncated")
     return image.copy_memory()  # decode now, so corrupt data fails here and only once
 
 
@@ -118,28 +161,33 @@ def to_srgb(image: pyvips.Image) -> pyvips.Image:
     return image
 
 
-NORMALISE_STEPS: tuple[Callable[[pyvips.Image], pyvips.Image], ...] = (to_srgb,)
+NORMALISE_STEPS = (to_srgb,)
 
 
 # --- per-rendition steps ------------------------------------------------------------------
 
 
-def fit_width(image: pyvips.Image, spec: RenditionSpec) -> pyvips.Image:
-    if image.width <= spec.width:
+def scale_to(image: pyvips.Image, size: tuple[int, int]) -> pyvips.Image:
+    if (image.width, image.height) == size:
         return image
-    return image.thumbnail_image(spec.width, height=_UNBOUNDED, size="down")
+    return image.thumbnail_image(size[0], height=size[1], size="force")
+
+
+def crop_to_box(image: pyvips.Image, plan: Plan) -> pyvips.Image:
+    """The ``cover`` fit: cut the box out of the scaled image, where ``gravity`` says."""
+    width, height = plan.box
+    if (image.width, image.height) == (width, height):
+        return image
+    if plan.spec.gravity == "centre":
+        return image.crop((image.width - width) // 2, (image.height - height) // 2,
+                          width, height)
+    return image.smartcrop(width, height, interesting=plan.spec.gravity)
 
 
 def flatten_alpha(image: pyvips.Image, spec: RenditionSpec) -> pyvips.Image:
     if spec.format != JPEG or not image.hasalpha():
         return image
-    return image.flatten(background=[255, 255, 255])
-
-
-# Shaping for one rendition's encoder only; the resized image itself is carried forward.
-RENDITION_STEPS: tuple[Callable[[pyvips.Image, RenditionSpec], pyvips.Image], ...] = (
-    flatten_alpha,
-)
+    return image.flatten(background=rgb(spec.background))
 
 
 def encode(image: pyvips.Image, spec: RenditionSpec) -> bytes:
@@ -156,62 +204,60 @@ def encode(image: pyvips.Image, spec: RenditionSpec) -> bytes:
     return bytes(out)
 
 
-# --- placeholder --------------------------------------------------------------------------
-
-
-def make_placeholder(image: pyvips.Image) -> Placeholder:
-    flat = image.flatten(background=[255, 255, 255]) if image.hasalpha() else image
-    r, g, b = (round(v) for v in flat.resize(1 / flat.width, vscale=1 / flat.height)(0, 0)[:3])
-    tiny = flat.thumbnail_image(_LQIP_WIDTH, height=_UNBOUNDED)
-    preview = bytes(tiny.webpsave_buffer(Q=30, keep="none"))
-    return Placeholder(
-        dominant_color=f"#{r:02x}{g:02x}{b:02x}",
-        lqip="data:image/webp;base64," + base64.b64encode(preview).decode("ascii"),
-    )
-
-
 # --- the whole thing ----------------------------------------------------------------------
 
 
 def render(data: bytes, preset: Preset, limits: Limits | None = None) -> RenderResult:
     """Render every rendition of ``preset`` from the encoded image ``data``.
 
-    Raises ``PermanentError`` with a stable code for anything that is not a safe, intact image.
+    Raises ``PermanentError`` with a stable code for anything that is not a safe, intact image
+    or a spec that cannot apply to it.
     """
     limits = limits or Limits()
     source_format = guard_type(data)
     header = guard_header(data, limits)
-    specs = sorted(preset.renditions, key=lambda s: s.width, reverse=True)
+    width, height = _oriented_size(header)
+    plans = sorted((plan(spec, width, height) for spec in preset.renditions),
+                   key=lambda p: p.scale, reverse=True)
+    decode_width = math.ceil(width * min(1.0, plans[0].scale))
     try:
-        image = decode(data, specs[0].width)
+        base = decode(data, max(1, decode_width))
         for normalise in NORMALISE_STEPS:
-            image = normalise(image)
+            base = normalise(base)
+        shrunk = base.width / width  # decoded pixels per source pixel
+        carry = base  # the last plainly scaled image: plain renditions start from it
         outputs: dict[str, Rendered] = {}
-        for spec in specs:  # widest first: each smaller one is derived from the one before
-            image = fit_width(image, spec)
-            shaped = image
-            for step in RENDITION_STEPS:
-                shaped = step(shaped, spec)
-            outputs[spec.name] = Rendered(
-                name=spec.name,
-                data=encode(shaped, spec),
-                width=shaped.width,
-                height=shaped.height,
-                format=spec.format,
-                content_type=spec.content_type,
-                extension=spec.extension,
-            )
-        placeholder = make_placeholder(image)
+        for p in plans:
+            outputs[p.spec.name], scaled = _rendition(base, carry, shrunk, p)
+            if not p.spec.geometry_ops:
+                carry = scaled
+        placeholder = make_placeholder(carry)
     except pyvips.Error as exc:
         raise errors.PermanentError(errors.CORRUPT_IMAGE, _first_line(exc)) from None
-    width, height = _oriented_size(header)
     return RenderResult(
-        source_format=source_format,
-        source_width=width,
-        source_height=height,
-        renditions=tuple(outputs[r.name] for r in preset.renditions),
-        placeholder=placeholder,
-    )
+        source_format=source_format, source_width=width, source_height=height,
+        renditions=tuple(outputs[r.name] for r in preset.renditions), placeholder=placeholder)
+
+
+def _rendition(base: pyvips.Image, carry: pyvips.Image, shrunk: float,
+               p: Plan) -> tuple[Rendered, pyvips.Image]:
+    """One rendition, and its scaled image before the crop (for smaller ones to start from)."""
+    spec = p.spec
+    image = base
+    for op in spec.geometry_ops:
+        image = GEOMETRY[type(op)](image, op, shrunk)
+    if not spec.geometry_ops and carry.width >= p.size[0]:
+        image = carry
+    # Kept in memory: the encoder and the next, smaller rendition both read it.
+    scaled = scale_to(image, p.size).copy_memory()
+    image = crop_to_box(scaled, p) if spec.fit == "cover" else scaled
+    for op in spec.pixel_ops:
+        image = PIXELS[type(op)](image, op)
+    image = flatten_alpha(image, spec)
+    rendered = Rendered(name=spec.name, data=encode(image, spec), width=image.width,
+                        height=image.height, format=spec.format,
+                        content_type=spec.content_type, extension=spec.extension)
+    return rendered, scaled
 
 
 def _oriented_size(header: pyvips.Image) -> tuple[int, int]:

@@ -15,7 +15,9 @@ from typing import Any
 import faust
 from faust.web import Request, Response, View
 
-from processors.spec import PRESETS, Limits
+from processors import render
+from processors.presets import load_presets
+from processors.spec import Limits
 from streams import codec, records
 from streams.catalog import open_catalog
 from streams.fetch import Fetcher
@@ -115,7 +117,10 @@ async def _deliver(topic: faust.TopicT, key: str | None, value: Any) -> None:
 
 def build_deps(settings: Settings) -> Deps:
     store = open_store(settings)
+    # Renders run side by side, one per core, each on one libvips thread: that keeps every
+    # core busy without libvips' own threads competing with the pool's.
     threads = settings.render_threads or os.cpu_count() or 1
+    render.configure(threads=1)
     return Deps(
         fetcher=Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
                         allow_private=settings.allow_private_sources,
@@ -124,6 +129,8 @@ def build_deps(settings: Settings) -> Deps:
         jobs=JobState(settings.redis_url, settings.job_ttl_sec),
         catalog=open_catalog(settings.catalog_url),
         render_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render"),
-        limits=Limits(max_pixels=settings.max_image_pixels),
-        presets=dict(PRESETS),
+        limits=Limits(max_pixels=settings.max_image_pixels,
+                      max_frames=settings.max_image_frames,
+                      max_memory_mb=settings.max_decode_memory_mb),
+        presets=load_presets(settings.presets_file or None),
     )

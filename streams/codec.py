@@ -95,6 +95,8 @@ class RecordCodec(Generic[R]):
     def from_dict(self, raw: dict[str, Any]) -> R:
         """Build the record from a plain dict, checking required fields and types."""
         known = {k: v for k, v in raw.items() if k in self._fields}
+        if isinstance(known.get("outputs"), list):  # JSON events may carry the specs inline
+            known["outputs"] = json.dumps(known["outputs"])
         for name in ("book_id", "job_id"):
             if known.get(name) == "":
                 raise DecodeError(f"{self.schema_name}: {name} is empty")

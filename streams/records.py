@@ -19,6 +19,7 @@ class BookEnriched:
     isbn: str | None = None
     preset: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
+    outputs: str | None = None  # JSON array of rendition specs; replaces the preset
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,7 @@ class CoverRequested:
     preset: str | None = None
     callback_url: str | None = None
     requested_at: datetime | None = None
+    outputs: str | None = None  # JSON array of rendition specs; replaces the preset
 
 
 @dataclass(frozen=True)
@@ -103,3 +105,4 @@ class CoverJob:
     image_url: str
     preset: str | None = None
     callback_url: str | None = None
+    outputs: str | None = None

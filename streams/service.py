@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 from processors import errors
 from processors.render import RenderResult, render
-from processors.spec import Limits, Preset
+from processors.spec import Limits, Preset, SpecError, parse_outputs
 from streams import __version__, records
 from streams.catalog import CatalogSink
 from streams.fetch import Fetched, Fetcher
@@ -76,14 +76,15 @@ def job_for(value: records.BookEnriched | records.CoverRequested) -> records.Cov
     """The job an input asks for; None when a book has no cover URL."""
     if isinstance(value, records.CoverRequested):
         return records.CoverJob(value.job_id, value.book_id, value.image_url, value.preset,
-                                value.callback_url)
+                                value.callback_url, value.outputs)
     if not value.cover_image_url:
         return None
     # Deterministic: the same book, URL and preset is the same job, however often it is sent.
     digest = hashlib.sha256(
-        f"{value.book_id}\0{value.cover_image_url}\0{value.preset or ''}".encode()).hexdigest()
+        f"{value.book_id}\0{value.cover_image_url}\0{value.preset or ''}\0{value.outputs or ''}"
+        .encode()).hexdigest()
     return records.CoverJob(f"be-{digest[:24]}", value.book_id, value.cover_image_url,
-                            value.preset)
+                            value.preset, outputs=value.outputs)
 
 
 async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
@@ -148,7 +149,8 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
         source_bytes=len(fetched.data), preset=preset.name, preset_version=preset.version,
         renditions=renditions,
         placeholder=records.Placeholder(dominant_color=result.placeholder.dominant_color,
-                                        lqip=result.placeholder.lqip),
+                                        lqip=result.placeholder.lqip,
+                                        blurhash=result.placeholder.blurhash),
         processed_at=records.utcnow(), timings_ms=timings, attempts=1)
 
 
@@ -184,6 +186,11 @@ def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
 
 
 def _preset(job: records.CoverJob, presets: dict[str, Preset]) -> Preset:
+    if job.outputs:
+        try:
+            return parse_outputs(job.outputs)
+        except SpecError as exc:
+            raise errors.PermanentError(errors.INVALID_SPEC, str(exc)) from None
     name = job.preset or "cover"
     if name not in presets:
         raise errors.PermanentError(errors.UNKNOWN_PRESET, f"no preset named {name!r}")

@@ -12,6 +12,8 @@ from urllib.parse import urlsplit
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.presets import load_presets
+
 
 class ConfigError(ValueError):
     """The environment does not describe a runnable configuration."""
@@ -42,7 +44,10 @@ class Settings(BaseSettings):
 
     # --- Rendering ---
     max_image_pixels: int = Field(16_800_000, ge=1)
-    render_threads: int = Field(0, ge=0, description="0 = one per core")
+    max_image_frames: int = Field(100, ge=1, le=100_000)
+    max_decode_memory_mb: int = Field(256, ge=1, le=65_536)
+    render_threads: int = Field(0, ge=0, description="renders at once; 0 = one per core")
+    presets_file: str = Field("", description="TOML or YAML presets beside the built-in one")
 
     # --- Storage ---
     storage_url: str = Field("", description="file:///dir or s3://bucket; empty = s3 bucket")
@@ -69,6 +74,13 @@ class Settings(BaseSettings):
             host, _, port = broker.strip().removeprefix("kafka://").rpartition(":")
             if not host or not port.isdigit():
                 raise ValueError(f"{broker!r} is not host:port")
+        return value
+
+    @field_validator("presets_file")
+    @classmethod
+    def _presets(cls, value: str) -> str:
+        if value:
+            load_presets(value)  # a broken file stops start-up with its reason
         return value
 
     @field_validator("redis_url")

@@ -42,3 +42,9 @@ def ssim(a: pyvips.Image, b: pyvips.Image) -> float:
     cov = ((x - mx) * (y - my)).mean()
     return float(((2 * mx * my + c1) * (2 * cov + c2)) /
                  ((mx**2 + my**2 + c1) * (x.var() + y.var() + c2)))
+
+
+def solid(width: int, height: int, colour: list[int]) -> pyvips.Image:
+    """One flat sRGB colour."""
+    return pyvips.Image.black(width, height).new_from_image(colour).cast("uchar").copy(
+        interpretation="srgb")
