@@ -106,20 +106,48 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
     assert worker.stop() == 0, worker.log()[-3000:]
 
 
-async def test_cover_requested_is_processed_with_its_job_id(
+async def test_cover_requests_with_presets_and_custom_outputs(
         worker_env: dict[str, str], origin: Origin, make_worker: type[Worker],
         tmp_path: Path) -> None:
     tag = uuid.uuid4().hex[:6]
-    url = origin.add(f"/{tag}/req.webp", encode(gradient(900, 1200), "webp"),
-                     content_type="image/webp")
+    source = gradient(900, 1200)
+    url = origin.add(f"/{tag}/req.webp", encode(source, "webp"), content_type="image/webp")
+    worker_env["PRESETS_FILE"] = str(Path(__file__).parents[2] / "config/presets.example.toml")
     worker = make_worker(worker_env, tmp_path / "worker.log").start()
     settings = worker.settings
     await ensure_topics(settings)
-    request = records.CoverRequested(f"job-{tag}", f"req-{tag}", url)
+    square = json.dumps([{"name": "square", "width": 300, "height": 300, "fit": "cover",
+                          "gravity": "attention", "format": "avif", "quality": 60}])
+    requests = [
+        records.CoverRequested(f"job-{tag}", f"req-{tag}", url),
+        records.CoverRequested(f"sd-{tag}", f"sd-{tag}", url, preset="stable_diffusion"),
+        records.CoverRequested(f"sq-{tag}", f"sq-{tag}", url, outputs=square),
+        records.CoverRequested(f"bad-{tag}", f"bad-{tag}", url,
+                               outputs='[{"name": "x", "fit": "cover", "width": 5}]'),
+        records.CoverRequested(f"unk-{tag}", f"unk-{tag}", url, preset="no-such-preset"),
+    ]
     await send(settings, settings.topic_cover_requested,
-               [(request.book_id, codec.COVER_REQUESTED.encode(request))])
-    processed, dead = await collect(settings, expected=1, timeout=60)
-    assert dead == []
-    assert [(p.job_id, p.book_id, p.source_format) for p in processed] == [
-        (f"job-{tag}", f"req-{tag}", "webp")]
+               [(r.book_id, codec.COVER_REQUESTED.encode(r)) for r in requests])
+    processed, dead = await collect(settings, expected=5, timeout=60)
+    by_book = {p.book_id: p for p in processed}
+    assert sorted(by_book) == [f"req-{tag}", f"sd-{tag}", f"sq-{tag}"]
+    assert by_book[f"req-{tag}"].job_id == f"job-{tag}"
+    assert by_book[f"req-{tag}"].source_format == "webp"
+
+    sd = by_book[f"sd-{tag}"]
+    assert (sd.preset, sd.preset_version) == ("stable_diffusion", "1")
+    # 900 x 1200 fits inside 768 x 768 as 576 x 768, and is never enlarged into 1536 x 1536
+    assert [(r.name, r.width, r.height, r.format) for r in sd.renditions] == [
+        ("normal", 576, 768, "jpeg"), ("high", 900, 1200, "webp")]
+
+    sq = by_book[f"sq-{tag}"]
+    (out,) = sq.renditions
+    assert sq.preset == "custom" and (out.width, out.height, out.format) == (300, 300, "avif")
+    assert pyvips.Image.new_from_buffer(_fetch(out.url), "").get("vips-loader").startswith("heif")
+    assert sq.placeholder is not None and len(sq.placeholder.blurhash or "") == 28
+
+    reasons = {d.book_id: (d.reason_code, d.message) for d in dead}
+    assert reasons[f"bad-{tag}"][0] == "invalid_spec"
+    assert "needs width and height" in reasons[f"bad-{tag}"][1]
+    assert reasons[f"unk-{tag}"][0] == "unknown_preset"
     worker.stop()

@@ -1,5 +1,8 @@
+import io
 import json
 from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,3 +77,51 @@ def test_plain_avro_starting_with_a_null_branch_is_not_taken_for_confluent() -> 
 def test_empty_book_id_is_refused() -> None:
     with pytest.raises(codec.DecodeError, match="book_id is empty"):
         codec.BOOK_ENRICHED.decode(codec.BOOK_ENRICHED.encode(records.BookEnriched("")))
+
+
+OUTPUTS = '[{"name": "square", "width": 300, "height": 300, "fit": "cover", "format": "webp"}]'
+
+
+def test_custom_outputs_travel_in_both_input_events() -> None:
+    for c, record in ((codec.BOOK_ENRICHED, records.BookEnriched("B1", "https://x/c.jpg",
+                                                                  outputs=OUTPUTS)),
+                      (codec.COVER_REQUESTED, records.CoverRequested("j", "B1", "https://x/c.jpg",
+                                                                     outputs=OUTPUTS))):
+        assert c.decode(c.encode(record)) == record
+
+
+def test_json_events_may_carry_outputs_inline() -> None:
+    from processors.spec import parse_outputs
+
+    raw = {"book_id": "B1", "cover_image_url": "https://x/c.jpg", "outputs": json.loads(OUTPUTS)}
+    record = codec.BOOK_ENRICHED.decode(json.dumps(raw).encode())
+    assert parse_outputs(record.outputs).renditions[0].fit == "cover"
+    assert parse_outputs(record.outputs) == parse_outputs(OUTPUTS)
+
+
+HISTORY = sorted((codec.SCHEMA_DIR / "history").glob("*.avsc"))
+
+
+@pytest.mark.parametrize("old_path", HISTORY, ids=lambda p: p.stem)
+def test_every_schema_stays_compatible_with_its_previous_version(old_path: Path) -> None:
+    """Full compatibility: new readers read old events, and old readers read new ones."""
+    import fastavro
+
+    name = old_path.stem.split(".")[0]
+    old = fastavro.parse_schema(json.loads(old_path.read_text()))
+    new = codec.parsed_schema(name)
+    for c, record in SAMPLES:
+        if c.schema_name != name:
+            continue
+        data = codec._to_avro(record)
+        for writer, reader in ((old, new), (new, old)):
+            buffer = io.BytesIO()
+            fastavro.schemaless_writer(buffer, writer, {k: v for k, v in data.items()
+                                                        if k in _fields(writer)})
+            buffer.seek(0)
+            read = fastavro.schemaless_reader(buffer, writer, reader)
+            assert read["book_id"] == data["book_id"]
+
+
+def _fields(schema: Any) -> set[str]:
+    return {f["name"] for f in schema["fields"]}

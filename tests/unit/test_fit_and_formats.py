@@ -159,3 +159,19 @@ def test_animated_input_renders_its_first_frame() -> None:
     out = one(rendition("r", 60, "png"), encode(animation, "gif"))
     assert (out.width, out.height) == (60, 90)
     assert to_array(out)[45, 30].tolist() == pytest.approx(colours[0], abs=8)
+
+
+@pytest.mark.parametrize("gravity", ["attention", "entropy"])
+def test_smart_crop_keeps_the_salient_region(gravity: str) -> None:
+    # A flat grey banner with one busy, colourful patch far to the right.
+    banner = solid(1200, 400, [128, 128, 128])
+    patch = gradient(200, 200).gaussblur(0.5)
+    patch = patch.draw_rect([230, 20, 20], 40, 40, 60, 60, fill=True)
+    source = encode(banner.insert(patch, 950, 100), "png")
+    square = dict(width=300, height=300, fit="cover", format="png")
+    smart = to_array(one(RenditionSpec(name="r", gravity=gravity, **square), source))
+    centre = to_array(one(RenditionSpec(name="r", gravity="centre", **square), source))
+    assert smart.shape[:2] == centre.shape[:2] == (300, 300)
+    assert centre.std() < 1  # the middle is only grey
+    assert smart.std() > 20  # the crop found the patch
+    assert (smart[:, :, 0] - smart[:, :, 1] > 150).sum() > 200  # red square included
