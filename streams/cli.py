@@ -1,4 +1,4 @@
-"""The ``covers`` command line: worker, broker, dev, publish."""
+"""The ``covers`` command line: worker, broker, dev, publish, render."""
 
 from __future__ import annotations
 
@@ -175,6 +175,75 @@ def publish(
         console.print(await results_table(settings, outcomes))
 
     asyncio.run(run())
+
+
+@cli.command("render")
+def render_command(
+    files: Annotated[list[Path], typer.Argument(help="Image files", show_default=False)],
+    out: Annotated[Path, typer.Option("-o", "--out", help="Output folder")] = Path("renders"),
+    preset: Annotated[str, typer.Option(help="Preset name (built in or from the file)")] = "",
+    output: Annotated[list[str] | None, typer.Option(
+        help="A custom rendition instead of a preset, repeatable: a JSON object or "
+             "name=thumb,width=200,height=300,fit=cover,format=webp,quality=75")] = None,
+    presets_file: Annotated[Path | None, typer.Option(
+        envvar="PRESETS_FILE", help="TOML or YAML presets")] = None,
+    sheet: Annotated[bool, typer.Option(
+        "--contact-sheet/--no-contact-sheet", help="Write contact-sheet.png and index.html")
+    ] = True,
+    jobs: Annotated[int, typer.Option(help="Files at once; 0 = one per core")] = 0,
+    max_pixels: Annotated[int, typer.Option(help="Pixel cap per image")] = 16_800_000,
+) -> None:
+    """Render local image files with a preset or custom outputs, with a summary table and a
+    contact sheet. Exits 1 if any file failed (its reason code is in the table)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from processors.presets import load_presets
+    from processors.spec import Limits, SpecError
+    from streams.localfiles import contact_sheet, custom_preset, render_files
+
+    try:
+        if output and preset:
+            raise SpecError("give --preset or --output, not both")
+        if output:
+            chosen = custom_preset(output)
+        else:
+            presets = load_presets(presets_file)
+            if (preset or "cover") not in presets:
+                raise SpecError(f"no preset named {preset!r}; known: {', '.join(presets)}")
+            chosen = presets[preset or "cover"]
+    except (SpecError, ValueError) as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console,
+                  transient=not console.is_terminal) as progress:
+        task = progress.add_task(f"rendering ({chosen.name})", total=len(files))
+        results = render_files(files, chosen, out, Limits(max_pixels=max_pixels), jobs,
+                               done=lambda _: progress.advance(task))
+    table = Table("file", "source", *(r.name for r in chosen.renditions), "ms",
+                  title=f"{chosen.name} v{chosen.version} -> {out}")
+    for item in results:
+        if item.result is None:
+            assert item.error is not None
+            table.add_row(item.path.name, f"[red]{item.error.code}",
+                          *([""] * len(chosen.renditions)), f"{item.seconds * 1000:.0f}")
+            continue
+        r = item.result
+        table.add_row(item.path.name, f"{r.source_width}x{r.source_height} {r.source_format}",
+                      *(f"{x.width}x{x.height} {x.format} {len(x.data) / 1024:.1f} KB"
+                        for x in r.renditions), f"{item.seconds * 1000:.0f}")
+    console.print(table)
+    if sheet:
+        png, page = contact_sheet(results, out)
+        console.print(f"contact sheet: {png if png.exists() else '(nothing rendered)'}; "
+                      f"page: {page}")
+    failed = [item for item in results if item.error is not None]
+    for item in failed:
+        console.print(f"[red]{item.path}: {item.error}")
+    if failed:
+        console.print(f"[red]{len(failed)} of {len(results)} failed")
+        raise typer.Exit(1)
 
 
 def main() -> None:
