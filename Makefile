@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint typecheck lock clean
+.PHONY: install run demo test lint typecheck lock clean bench-render
 
 install: $(STAMP)
 
@@ -25,8 +25,12 @@ demo: install
 test: install lint
 	$(BIN)/python -m pytest -q
 
+## The processing core against Pillow and sharp, one core (sharp comes from npm, cached).
+bench-render: install
+	$(BIN)/python -m benchmarks.bench_render
+
 lint: install
-	$(BIN)/ruff check streams processors tests
+	$(BIN)/ruff check streams processors tests benchmarks
 	$(BIN)/mypy
 
 ## Re-resolve the pins from pyproject.toml (needs the registry).

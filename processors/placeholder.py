@@ -29,11 +29,11 @@ def make_placeholder(image: pyvips.Image) -> Placeholder:
     """All three placeholders from an 8-bit sRGB image (ideally an already small one)."""
     flat = image.flatten(background=[255, 255, 255]) if image.hasalpha() else image
     small = flat.thumbnail_image(_HASH_SIZE, height=_HASH_SIZE).copy_memory()
-    r, g, b = (round(v) for v in small.resize(1 / small.width, vscale=1 / small.height)(0, 0))
-    tiny = small.thumbnail_image(_LQIP_WIDTH, height=10_000_000)
-    preview = bytes(tiny.webpsave_buffer(Q=30, keep="none"))
     pixels = np.ndarray(buffer=small.write_to_memory(), dtype=np.uint8,
                         shape=(small.height, small.width, small.bands))
+    r, g, b = (round(float(v)) for v in pixels.reshape(-1, small.bands).mean(axis=0)[:3])
+    tiny = small.thumbnail_image(_LQIP_WIDTH, height=10_000_000)
+    preview = bytes(tiny.webpsave_buffer(Q=30, keep="none"))
     portrait = small.height > small.width
     return Placeholder(
         dominant_color=f"#{r:02x}{g:02x}{b:02x}",

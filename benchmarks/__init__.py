@@ -1,0 +1,1 @@
+"""One-command benchmarks; see README.md here."""
