@@ -1,8 +1,8 @@
 """Frozen specifications of what to render: renditions, their ops, presets and input limits.
 
 Specs arrive as plain data (a preset file, an event's custom ``outputs``, a CLI option) and are
-validated here, before any work, into immutable models. ``parse_outputs`` and ``Preset`` raise
-``SpecError`` with a reason that names the offending field.
+validated here, before any work, into immutable models. ``parse_preset`` and ``parse_outputs``
+raise ``SpecError`` with a reason that names the offending field.
 """
 
 from __future__ import annotations
@@ -201,8 +201,6 @@ DEFAULT_PRESET = Preset(
         rendition("large", 1600, "jpeg", 85),
     ),
 )
-
-PRESETS: dict[str, Preset] = {DEFAULT_PRESET.name: DEFAULT_PRESET}
 
 
 def parse_preset(name: str, data: Any) -> Preset:

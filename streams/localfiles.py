@@ -61,6 +61,10 @@ def render_files(paths: Iterable[Path], preset: Preset, out_dir: Path, limits: L
     """Render every file into ``out_dir/<stem>/<rendition>.<ext>``, in input order."""
     render.configure(threads=1)
     out_dir.mkdir(parents=True, exist_ok=True)
+    paths = list(paths)
+    stems = [p.stem for p in paths]
+    # cover.jpg alone renders into cover/; cover.jpg beside cover.png into cover.jpg/, cover.png/
+    folders = {p: p.stem if stems.count(p.stem) == 1 else p.name for p in paths}
 
     def one(path: Path) -> FileResult:
         started = time.perf_counter()
@@ -72,7 +76,7 @@ def render_files(paths: Iterable[Path], preset: Preset, out_dir: Path, limits: L
             outcome = FileResult(path, None, errors.PermanentError(
                 errors.NOT_FOUND, f"{path}: {exc.strerror}"), time.perf_counter() - started)
         else:
-            folder = out_dir / _folder_name(path)
+            folder = out_dir / folders[path]
             folder.mkdir(exist_ok=True)
             written = []
             for rendition in result.renditions:
@@ -102,10 +106,6 @@ def contact_sheet(results: list[FileResult], out_dir: Path) -> tuple[Path, Path]
     page = out_dir / "index.html"
     page.write_text(_page(results, out_dir), encoding="utf-8")
     return png, page
-
-
-def _folder_name(path: Path) -> str:
-    return path.stem or path.name
 
 
 def _sheet_row(item: FileResult) -> pyvips.Image:

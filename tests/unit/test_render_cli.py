@@ -67,3 +67,14 @@ def test_bad_options_exit_2_with_the_reason(tmp_path: Path) -> None:
             (["--preset", "cover", "--output", "name=x,width=10"], "not both")):
         result = runner.invoke(cli, ["render", *source, "-o", str(tmp_path / "o"), *args])
         assert result.exit_code == 2 and reason in result.output, (args, result.output)
+
+
+def test_inputs_sharing_a_stem_get_their_own_folders(tmp_path: Path) -> None:
+    (tmp_path / "cover.jpg").write_bytes(encode(gradient(400, 600), "jpg"))
+    (tmp_path / "cover.png").write_bytes(encode(gradient(600, 400), "png"))
+    result = CliRunner().invoke(cli, ["render", str(tmp_path / "cover.jpg"),
+                                      str(tmp_path / "cover.png"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 0, result.output
+    tall = pyvips.Image.new_from_file(str(tmp_path / "o" / "cover.jpg" / "thumb.jpg"))
+    wide = pyvips.Image.new_from_file(str(tmp_path / "o" / "cover.png" / "thumb.jpg"))
+    assert (tall.width, tall.height, wide.width, wide.height) == (200, 300, 200, 133)
