@@ -123,6 +123,10 @@ def build_deps(settings: Settings) -> Deps:
     render.configure(threads=1)
     return Deps(
         fetcher=Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
+                        idle_timeout=settings.fetch_idle_timeout_sec,
+                        allowed_hosts=frozenset(
+                            h.strip() for h in settings.allowed_source_hosts.split(",")
+                            if h.strip()),
                         allow_private=settings.allow_private_sources,
                         blobs=store if isinstance(store, S3Store) else None),
         store=store,

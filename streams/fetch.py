@@ -8,10 +8,12 @@ hand and re-vetted, the body streamed under a hard byte cap and the whole fetch 
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import hashlib
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, Protocol
 from urllib.parse import urljoin, urlsplit
 
@@ -72,14 +74,22 @@ class VettingResolver(AbstractResolver):
 
 
 class Fetcher:
+    """``timeout`` bounds a whole fetch (redirects included); ``idle_timeout`` bounds each
+    wait for the next bytes, so a server dripping a byte at a time fails early. A non-empty
+    ``allowed_hosts`` ("covers.example.com", "*.example.org") refuses every other host."""
+
     def __init__(self, *, max_bytes: int, timeout: float, allow_private: bool,
+                 idle_timeout: float | None = None,
                  allowed_ports: frozenset[int] = frozenset({80, 443}),
+                 allowed_hosts: frozenset[str] = frozenset(),
                  blobs: BlobSource | None = None,
                  resolver: AbstractResolver | None = None) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
+        self.idle_timeout = min(idle_timeout or timeout, timeout)
         self.allow_private = allow_private
         self.allowed_ports = allowed_ports
+        self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.blobs = blobs
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
@@ -92,7 +102,7 @@ class Fetcher:
             self._session = aiohttp.ClientSession(
                 connector=connector, trust_env=False, headers={"User-Agent": USER_AGENT},
                 timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.timeout,
-                                              sock_read=self.timeout),
+                                              sock_read=self.idle_timeout),
                 max_line_size=8190, max_field_size=8190)
         return self._session
 
@@ -104,6 +114,9 @@ class Fetcher:
                     data, final = await self._fetch_s3(url), url
                 else:
                     data, final = await self._fetch_http(url)
+        except aiohttp.ServerTimeoutError as exc:  # connect or read-idle (a TimeoutError too)
+            raise errors.TransientError(
+                errors.TIMEOUT, f"{exc} (idle limit {self.idle_timeout:g} s)") from None
         except TimeoutError:
             raise errors.TransientError(
                 errors.TIMEOUT, f"no complete response within {self.timeout:g} s") from None
@@ -129,7 +142,7 @@ class Fetcher:
                         continue
                     _raise_for_status(resp, url)
                     return await self._read_capped(resp), url
-            except errors.CoverError:
+            except (errors.CoverError, aiohttp.ServerTimeoutError):
                 raise
             except (aiohttp.ClientError, OSError) as exc:
                 raise errors.TransientError(errors.FETCH_FAILED, f"{url}: {exc!r}") from exc
@@ -144,6 +157,9 @@ class Fetcher:
             raise errors.PermanentError(errors.INVALID_EVENT, f"no host in {url!r}")
         if parts.username or parts.password:
             raise errors.PermanentError(errors.SSRF_DENIED, "credentials in URLs are not allowed")
+        if self.allowed_hosts and not _host_allowed(parts.hostname.lower(), self.allowed_hosts):
+            raise errors.PermanentError(errors.SSRF_DENIED,
+                                        f"host {parts.hostname} is not in the allow-list")
         port = parts.port or (443 if parts.scheme == "https" else 80)
         if not self.allow_private and port not in self.allowed_ports:
             raise errors.PermanentError(errors.SSRF_DENIED, f"port {port} is not allowed")
@@ -185,5 +201,19 @@ def _raise_for_status(resp: aiohttp.ClientResponse, url: str) -> None:
 
 
 def _retry_after(headers: Any) -> float | None:
-    value = headers.get("Retry-After", "")
-    return float(value) if value.isdigit() else None
+    """Seconds from ``Retry-After``: delta-seconds or an HTTP date (RFC 9110 10.2.3)."""
+    value = headers.get("Retry-After", "").strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
+    return host in allowed or any(
+        pattern.startswith("*.") and host.endswith(pattern[1:]) for pattern in allowed)

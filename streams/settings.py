@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     # --- Fetching ---
     max_image_size_mb: float = Field(5, gt=0, le=1024)
     process_timeout_sec: float = Field(20, gt=0, le=3600)
+    fetch_idle_timeout_sec: float = Field(5, gt=0, le=3600, description="max wait for bytes")
+    allowed_source_hosts: str = Field("", description="comma separated; *.domain; empty = any")
     allow_private_sources: bool = False
 
     # --- Rendering ---
