@@ -223,12 +223,11 @@ def parse_outputs(data: Any) -> Preset:
             raise SpecError(f"outputs: not valid JSON ({exc})") from None
     if not isinstance(data, list):
         raise SpecError("outputs: expected a list of rendition specs")
-    for index, item in enumerate(data):
-        ops = item.get("ops", []) if isinstance(item, dict) else []
-        if any(isinstance(op, dict) and "logo" in op for op in ops):
-            raise SpecError(f"outputs.{index}: logo watermarks come from preset files only")
     specs = []
     for index, item in enumerate(data):
+        ops = item.get("ops") if isinstance(item, dict) else None
+        if isinstance(ops, list) and any(isinstance(op, dict) and "logo" in op for op in ops):
+            raise SpecError(f"outputs.{index}: logo watermarks come from preset files only")
         try:
             specs.append(RenditionSpec.model_validate(item))
         except ValidationError as exc:

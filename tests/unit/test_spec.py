@@ -38,6 +38,8 @@ def test_custom_outputs_become_a_preset_versioned_by_their_content() -> None:
     ([{"name": "x", "width": 10, "colour": "red"}], "Extra inputs"),
     ([{"name": "x", "width": 10, "background": "white"}], "#rrggbb"),
     ([{"name": "x", "width": 10, "ops": [{"op": "explode"}]}], "ops.0"),
+    ([{"name": "x", "width": 10, "ops": 5}], "outputs.0: ops"),
+    (["thumb"], "outputs.0"),
     ([{"name": "x", "width": 10, "ops": [{"op": "blur", "sigma": 500}]}], "sigma"),
     ([{"name": "x", "width": 10, "ops": [{"op": "watermark"}]}], "exactly one of text or logo"),
     ([{"name": "x", "width": 10, "ops": [{"op": "watermark", "logo": "/etc/passwd"}]}],
