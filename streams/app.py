@@ -124,11 +124,10 @@ def build_deps(settings: Settings) -> Deps:
     return Deps(
         fetcher=Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
                         idle_timeout=settings.fetch_idle_timeout_sec,
-                        allowed_hosts=frozenset(
-                            h.strip() for h in settings.allowed_source_hosts.split(",")
-                            if h.strip()),
+                        allowed_hosts=_names(settings.allowed_source_hosts),
                         allow_private=settings.allow_private_sources,
-                        blobs=store if isinstance(store, S3Store) else None),
+                        blobs=store if isinstance(store, S3Store) else None,
+                        source_buckets=_names(settings.allowed_source_buckets)),
         store=store,
         jobs=JobState(settings.redis_url, settings.job_ttl_sec),
         catalog=open_catalog(settings.catalog_url),
@@ -138,3 +137,8 @@ def build_deps(settings: Settings) -> Deps:
                       max_memory_mb=settings.max_decode_memory_mb),
         presets=load_presets(settings.presets_file or None),
     )
+
+
+def _names(value: str) -> frozenset[str]:
+    """A comma-separated setting as a set of names."""
+    return frozenset(name.strip() for name in value.split(",") if name.strip())

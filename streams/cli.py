@@ -39,8 +39,27 @@ def worker() -> None:
     from streams.app import create_app
 
     settings = _settings()
+    _preflight(settings)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def _preflight(settings: Settings) -> None:
+    """Stop with a clear message when the object store is unusable (e.g. no such bucket)."""
+    from streams.store import open_store
+
+    async def check() -> None:
+        store = open_store(settings)
+        try:
+            await store.check()
+        finally:
+            await store.close()
+
+    try:
+        asyncio.run(check())
+    except ConfigError as exc:
+        console.print(f"[red]{exc}")
+        raise typer.Exit(2) from None
 
 
 @cli.command()

@@ -38,7 +38,12 @@ class Fetched:
 
 
 class BlobSource(Protocol):
-    async def get(self, key: str, max_bytes: int | None = None) -> bytes: ...
+    """Where ``s3://bucket/key`` sources are read from (the S3 store's client)."""
+
+    bucket: str
+
+    async def get(self, key: str, max_bytes: int | None = None,
+                  bucket: str | None = None) -> bytes: ...
 
 
 # getaddrinfo's shape: (host, port, family=, type=) -> [(family, type, proto, name, sockaddr)]
@@ -76,13 +81,15 @@ class VettingResolver(AbstractResolver):
 class Fetcher:
     """``timeout`` bounds a whole fetch (redirects included); ``idle_timeout`` bounds each
     wait for the next bytes, so a server dripping a byte at a time fails early. A non-empty
-    ``allowed_hosts`` ("covers.example.com", "*.example.org") refuses every other host."""
+    ``allowed_hosts`` ("covers.example.com", "*.example.org") refuses every other host.
+    ``s3://`` sources are read through ``blobs`` from its own bucket or ``source_buckets``."""
 
     def __init__(self, *, max_bytes: int, timeout: float, allow_private: bool,
                  idle_timeout: float | None = None,
                  allowed_ports: frozenset[int] = frozenset({80, 443}),
                  allowed_hosts: frozenset[str] = frozenset(),
                  blobs: BlobSource | None = None,
+                 source_buckets: frozenset[str] = frozenset(),
                  resolver: AbstractResolver | None = None) -> None:
         self.max_bytes = max_bytes
         self.timeout = timeout
@@ -91,6 +98,7 @@ class Fetcher:
         self.allowed_ports = allowed_ports
         self.allowed_hosts = frozenset(h.lower() for h in allowed_hosts)
         self.blobs = blobs
+        self.source_buckets = source_buckets | ({blobs.bucket} if blobs else set())
         self._resolver = resolver
         self._session: aiohttp.ClientSession | None = None
 
@@ -130,7 +138,15 @@ class Fetcher:
     async def _fetch_s3(self, url: str) -> bytes:
         if self.blobs is None:
             raise errors.PermanentError(errors.UNSUPPORTED_SCHEME, "s3:// sources need S3 storage")
-        return await self.blobs.get(urlsplit(url).path.lstrip("/"), max_bytes=self.max_bytes)
+        parts = urlsplit(url)
+        bucket, key = parts.netloc, parts.path.lstrip("/")
+        if not bucket or not key or parts.query or parts.fragment:
+            raise errors.PermanentError(errors.INVALID_EVENT, f"{url!r} is not s3://bucket/key")
+        if bucket not in self.source_buckets:  # the worker's credentials reach further
+            raise errors.PermanentError(
+                errors.SSRF_DENIED, f"bucket {bucket!r} is not a source bucket "
+                "(the store's bucket or ALLOWED_SOURCE_BUCKETS)")
+        return await self.blobs.get(key, max_bytes=self.max_bytes, bucket=bucket)
 
     async def _fetch_http(self, url: str) -> tuple[bytes, str]:
         for _ in range(MAX_REDIRECTS + 1):

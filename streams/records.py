@@ -68,6 +68,7 @@ class CoverProcessed:
     processed_at: datetime
     timings_ms: dict[str, float] = field(default_factory=dict)
     attempts: int = 1
+    urls_expire_at: datetime | None = None  # presigned URLs stop working then; None = public
 
 
 @dataclass(frozen=True)

@@ -140,7 +140,8 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
     timings["render"] = _ms_since(started)
 
     started = time.perf_counter()
-    renditions = await store_renditions(job, preset, fetched, result, deps.store)
+    renditions, urls_expire_at = await store_renditions(job, preset, fetched, result,
+                                                        deps.store)
     timings["store"] = _ms_since(started)
     return records.CoverProcessed(
         job_id=job.job_id, book_id=job.book_id, source_url=job.image_url,
@@ -151,22 +152,27 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
         placeholder=records.Placeholder(dominant_color=result.placeholder.dominant_color,
                                         lqip=result.placeholder.lqip,
                                         blurhash=result.placeholder.blurhash),
-        processed_at=records.utcnow(), timings_ms=timings, attempts=1)
+        processed_at=records.utcnow(), timings_ms=timings, attempts=1,
+        urls_expire_at=urls_expire_at)
 
 
-async def store_renditions(job: records.CoverJob, preset: Preset, fetched: Fetched,
-                           result: RenderResult,
-                           store: ObjectStore) -> tuple[records.Rendition, ...]:
+async def store_renditions(
+        job: records.CoverJob, preset: Preset, fetched: Fetched, result: RenderResult,
+        store: ObjectStore) -> tuple[tuple[records.Rendition, ...], datetime | None]:
+    """Upload every rendition; returns them and when the first of their URLs expires."""
     metadata = {"book-id": job.book_id, "source-sha256": fetched.sha256,
-                "preset": f"{preset.name}@{preset.version}"}
+                "source-url-sha256": hashlib.sha256(job.image_url.encode()).hexdigest(),
+                "preset": preset.name, "preset-version": preset.version}
     stored = await asyncio.gather(*(
-        store.put(object_key(job.book_id, fetched.sha256, r.name, r.extension), r.data,
-                  r.content_type, metadata)
+        store.put(object_key(job.book_id, fetched.sha256, preset.name, preset.version, r.name,
+                             r.extension), r.data, r.content_type, metadata)
         for r in result.renditions))
-    return tuple(
+    renditions = tuple(
         records.Rendition(name=r.name, url=s.url, key=s.key, width=r.width, height=r.height,
                           format=r.format, bytes=len(r.data))
         for r, s in zip(result.renditions, stored, strict=True))
+    expiries = [s.expires_at for s in stored if s.expires_at is not None]
+    return renditions, min(expiries, default=None)
 
 
 def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
@@ -182,6 +188,8 @@ def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
         "source_url": processed.source_url, "source_sha256": processed.source_sha256,
         "preset": processed.preset, "preset_version": processed.preset_version,
         "processed_at": processed.processed_at.isoformat(timespec="milliseconds"),
+        "urls_expire_at": (processed.urls_expire_at.isoformat(timespec="milliseconds")
+                           if processed.urls_expire_at else None),
     }
 
 

@@ -7,6 +7,7 @@ a ``ConfigError`` whose message names each offending variable.
 
 from __future__ import annotations
 
+from typing import Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator, model_validator
@@ -43,6 +44,7 @@ class Settings(BaseSettings):
     fetch_idle_timeout_sec: float = Field(5, gt=0, le=3600, description="max wait for bytes")
     allowed_source_hosts: str = Field("", description="comma separated; *.domain; empty = any")
     allow_private_sources: bool = False
+    allowed_source_buckets: str = Field("", description="s3:// source buckets besides the store's")
 
     # --- Rendering ---
     max_image_pixels: int = Field(16_800_000, ge=1)
@@ -57,6 +59,8 @@ class Settings(BaseSettings):
     public_base_url: str = ""
     s3_endpoint: str = ""
     s3_region: str = "us-east-1"
+    s3_addressing_style: Literal["", "auto", "path", "virtual"] = Field(
+        "", description="empty = path with S3_ENDPOINT (MinIO), else auto")
     s3_access_key_id: str = ""
     s3_secret_access_key: str = ""
     s3_create_bucket: bool = False

@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from processors import errors
+from streams.settings import ConfigError
 from streams.store import StoredObject
 
 
@@ -49,11 +50,18 @@ class LocalStore:
         path.with_name(path.name + ".meta.json").write_text(json.dumps(sidecar))
         return True
 
-    async def get(self, key: str) -> bytes:
+    async def get(self, key: str, max_bytes: int | None = None) -> bytes:
+        path = self._path(key)
         try:
-            return await asyncio.to_thread(self._path(key).read_bytes)
+            if max_bytes is not None and path.stat().st_size > max_bytes:
+                raise errors.PermanentError(errors.TOO_LARGE, f"{key} is over {max_bytes} bytes")
+            return await asyncio.to_thread(path.read_bytes)
         except FileNotFoundError:
             raise errors.PermanentError(errors.NOT_FOUND, f"no object {key}") from None
+
+    async def check(self) -> None:
+        if not os.access(self.root, os.W_OK):
+            raise ConfigError(f"STORAGE_URL: {self.root} is not writable")
 
     async def close(self) -> None:
         return None

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import urlopen
 
 import pytest
 import pyvips
 import redis
+from aiobotocore.session import get_session
 
 from streams import codec, records
 from streams.catalog.sqlite import SqliteCatalog
 from streams.jobstate import job_key
 from streams.service import job_for
+from streams.store import object_key
 from streams.topics import ensure_topics
 from tests.conftest import Origin, Worker
 from tests.images import encode, gradient, ssim
@@ -35,11 +40,30 @@ def _fetch(url: str) -> bytes:
 def store_env(request: pytest.FixtureRequest, worker_env: dict[str, str]) -> dict[str, str]:
     if request.param == "s3":
         endpoint = request.getfixturevalue("moto_endpoint")
+        tag = uuid.uuid4().hex[:8]
         worker_env.update({
-            "STORAGE_URL": f"s3://covers-{uuid.uuid4().hex[:8]}", "S3_ENDPOINT": endpoint,
+            "STORAGE_URL": f"s3://covers-{tag}", "S3_ENDPOINT": endpoint,
             "S3_ACCESS_KEY_ID": "test", "S3_SECRET_ACCESS_KEY": "test",
-            "S3_CREATE_BUCKET": "true"})
+            "S3_CREATE_BUCKET": "true", "ALLOWED_SOURCE_BUCKETS": f"uploads-{tag}"})
     return worker_env
+
+
+async def _head(env: dict[str, str], key: str) -> dict[str, Any]:
+    async with get_session().create_client(
+            "s3", endpoint_url=env["S3_ENDPOINT"], region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test") as client:
+        head: dict[str, Any] = await client.head_object(
+            Bucket=urlsplit(env["STORAGE_URL"]).netloc, Key=key)
+    return head
+
+
+async def _upload(endpoint: str, url: str, data: bytes) -> None:
+    parts = urlsplit(url)
+    async with get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test") as client:
+        await client.create_bucket(Bucket=parts.netloc)
+        await client.put_object(Bucket=parts.netloc, Key=parts.path.lstrip("/"), Body=data)
 
 
 async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin: Origin,
@@ -55,14 +79,21 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
                                                        content_type="image/jpeg")),
         records.BookEnriched(f"no-url-{tag}", None),
     ]
+    expected = {f"good-jpeg-{tag}": tall, f"good-png-{tag}": wide}
+    on_s3 = "ALLOWED_SOURCE_BUCKETS" in store_env
+    if on_s3:  # an uploaded original, named by s3://bucket/key
+        upload = f"s3://{store_env['ALLOWED_SOURCE_BUCKETS']}/originals/{tag}.png"
+        await _upload(store_env["S3_ENDPOINT"], upload, encode(tall, "png"))
+        books.append(records.BookEnriched(f"upload-{tag}", upload))
+        expected[f"upload-{tag}"] = tall
     worker = make_worker(store_env, tmp_path / "worker.log").start()
     settings = worker.settings
     await ensure_topics(settings)
     await publish_books(settings, books)
     await send(settings, settings.topic_book_enriched, [(f"poison-{tag}", b"\xde\xad\xbe\xef")])
-    processed, dead = await collect(settings, expected=5, timeout=90, settle=2)
+    processed, dead = await collect(settings, expected=len(expected) + 3, timeout=90, settle=2)
 
-    assert sorted(p.book_id for p in processed) == [f"good-jpeg-{tag}", f"good-png-{tag}"]
+    assert sorted(p.book_id for p in processed) == sorted(expected)
     reasons = {d.book_id: d.reason_code for d in dead}
     assert reasons == {f"missing-{tag}": "not_found", f"html-{tag}": "unsupported_type",
                        f"poison-{tag}": "undecodable_event"}
@@ -70,7 +101,6 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
     assert poison.original_value == b"\xde\xad\xbe\xef"
     assert poison.source_topic == settings.topic_book_enriched
 
-    expected = {f"good-jpeg-{tag}": tall, f"good-png-{tag}": wide}
     catalog = SqliteCatalog(settings.catalog_url)
     state = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     for event in processed:
@@ -81,8 +111,20 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
             assert rendition.width == want
             # Smaller renditions are derived from larger ones: +-1 px of rounding.
             assert abs(rendition.height - source.height * want / source.width) <= 1
+        if on_s3:  # presigned URLs, and the event says until when they work
+            assert event.urls_expire_at is not None
+            assert timedelta(days=6) < event.urls_expire_at - event.processed_at <= timedelta(7)
+            head = await _head(store_env, event.renditions[0].key)
+            assert head["Metadata"] == {
+                "book-id": event.book_id, "source-sha256": event.source_sha256,
+                "source-url-sha256": hashlib.sha256(event.source_url.encode()).hexdigest(),
+                "preset": "cover", "preset-version": "1"}
+            assert head["CacheControl"] == "public, max-age=31536000, immutable"
+        else:
+            assert event.urls_expire_at is None
         for rendition in event.renditions:
-            assert rendition.key.startswith(f"{event.book_id}/{event.source_sha256[:16]}/")
+            assert rendition.key == object_key(event.book_id, event.source_sha256, "cover", "1",
+                                               rendition.name, rendition.key.rsplit(".")[-1])
             image = pyvips.Image.new_from_buffer(_fetch(rendition.url), "")
             assert (image.width, image.height) == (rendition.width, rendition.height)
             assert image.get("vips-loader").startswith(rendition.format)

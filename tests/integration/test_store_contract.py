@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from aiobotocore.session import get_session
 
 from processors import errors
-from streams.settings import load
+from streams.settings import ConfigError, load
 from streams.store import CACHE_CONTROL, ObjectStore, object_key, open_store
 
 pytestmark = pytest.mark.integration
@@ -31,15 +35,15 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_put_then_get_round_trips(store: ObjectStore) -> None:
-    key = object_key("B1", "ab" * 32, "thumb", "jpg")
-    assert key == "B1/abababababababab/thumb.jpg"
+    key = object_key("B1", "ab" * 32, "cover", "1", "thumb", "jpg")
+    assert key.startswith("B1/") and key.endswith("/thumb.jpg")
     stored = await store.put(key, b"\xff\xd8\xffdata", "image/jpeg", {"book-id": "B1"})
     assert stored.created and stored.key == key and stored.url
     assert await store.get(key) == b"\xff\xd8\xffdata"
 
 
 async def test_replaying_a_put_does_not_write_again(store: ObjectStore) -> None:
-    key = object_key("B2", "cd" * 32, "large", "webp")
+    key = object_key("B2", "cd" * 32, "cover", "1", "large", "webp")
     first = await store.put(key, b"RIFFxxxxWEBP", "image/webp", {})
     second = await store.put(key, b"RIFFxxxxWEBP", "image/webp", {})
     assert first.created and not second.created
@@ -52,13 +56,38 @@ async def test_missing_object_is_not_found(store: ObjectStore) -> None:
     assert err.value.code == errors.NOT_FOUND
 
 
+async def test_reading_past_a_byte_cap_is_too_large(store: ObjectStore) -> None:
+    await store.put("B4/big/original.png", b"\x89PNG" + b"\0" * 5000, "image/png", {})
+    assert len(await store.get("B4/big/original.png", max_bytes=6000)) == 5004
+    with pytest.raises(errors.PermanentError) as err:
+        await store.get("B4/big/original.png", max_bytes=1000)
+    assert err.value.code == errors.TOO_LARGE
+
+
+def test_keys_change_with_the_source_and_the_preset_version_only() -> None:
+    key = object_key("B5", "ab" * 32, "cover", "1", "thumb", "jpg")
+    assert key == object_key("B5", "ab" * 32, "cover", "1", "thumb", "jpg")  # replays match
+    others = {object_key("B5", "ac" * 32, "cover", "1", "thumb", "jpg"),
+              object_key("B5", "ab" * 32, "cover", "2", "thumb", "jpg"),
+              object_key("B5", "ab" * 32, "social", "1", "thumb", "jpg")}
+    assert len(others) == 3 and key not in others
+    book, digest, name = key.split("/")
+    assert (book, len(digest), name) == ("B5", 16, "thumb.jpg")
+
+
 async def test_s3_objects_carry_type_cache_control_and_metadata(moto_endpoint: str) -> None:
     bucket = f"meta-{uuid.uuid4().hex[:8]}"
     settings = load(storage_url=f"s3://{bucket}", s3_endpoint=moto_endpoint,
                     s3_access_key_id="test", s3_secret_access_key="test", s3_create_bucket=True)
     store = open_store(settings)
-    await store.put("B3/ef/thumb.jpg", b"\xff\xd8\xff", "image/jpeg", {"book-id": "B3"})
+    before = datetime.now(UTC)
+    stored = await store.put("B3/ef/thumb.jpg", b"\xff\xd8\xff", "image/jpeg",
+                             {"book-id": "B3"})
     await store.close()
+    # No public base URL: a presigned GET, valid for PRESIGN_EXPIRY_SEC, and it says so.
+    assert "X-Amz-Expires=604800" in stored.url or "Expires=" in stored.url
+    assert stored.expires_at is not None
+    assert timedelta(days=7) <= stored.expires_at - before <= timedelta(days=7, minutes=1)
     async with get_session().create_client(
             "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
             aws_access_key_id="test", aws_secret_access_key="test") as client:
@@ -66,6 +95,22 @@ async def test_s3_objects_carry_type_cache_control_and_metadata(moto_endpoint: s
     assert head["ContentType"] == "image/jpeg"
     assert head["CacheControl"] == CACHE_CONTROL
     assert head["Metadata"] == {"book-id": "B3"}
+    async with get_session().create_client(
+            "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test") as client:
+        acl = await client.get_object_acl(Bucket=bucket, Key="B3/ef/thumb.jpg")
+    assert [g["Permission"] for g in acl["Grants"]] == ["FULL_CONTROL"]  # private: owner only
+
+
+async def test_public_base_url_gives_plain_urls_without_expiry(moto_endpoint: str) -> None:
+    settings = load(storage_url=f"s3://pub-{uuid.uuid4().hex[:8]}", s3_endpoint=moto_endpoint,
+                    s3_access_key_id="test", s3_secret_access_key="test", s3_create_bucket=True,
+                    public_base_url="https://cdn.example.com/covers/")
+    store = open_store(settings)
+    stored = await store.put("B6/aa/thumb.jpg", b"\xff\xd8\xff", "image/jpeg", {})
+    await store.close()
+    assert stored.url == "https://cdn.example.com/covers/B6/aa/thumb.jpg"
+    assert stored.expires_at is None
 
 
 async def test_missing_bucket_is_a_clear_error(moto_endpoint: str) -> None:
@@ -75,3 +120,37 @@ async def test_missing_bucket_is_a_clear_error(moto_endpoint: str) -> None:
     with pytest.raises(errors.TransientError, match="S3_CREATE_BUCKET"):
         await store.put("k", b"x", "image/png", {})
     await store.close()
+
+
+async def test_worker_start_stops_on_a_missing_bucket(moto_endpoint: str) -> None:
+    settings = load(storage_url="s3://never-created-bucket", s3_endpoint=moto_endpoint,
+                    s3_access_key_id="test", s3_secret_access_key="test")
+    with pytest.raises(ConfigError, match="never-created-bucket.*S3_CREATE_BUCKET"):
+        await open_store(settings).check()
+    settings = load(storage_url="s3://bucket-on-no-server", s3_endpoint="http://127.0.0.1:9",
+                    s3_access_key_id="test", s3_secret_access_key="test")
+    with pytest.raises(ConfigError, match="not reachable"):
+        await open_store(settings).check()
+
+
+async def test_create_flag_makes_the_bucket_at_start(moto_endpoint: str) -> None:
+    bucket = f"made-{uuid.uuid4().hex[:8]}"
+    settings = load(storage_url=f"s3://{bucket}", s3_endpoint=moto_endpoint,
+                    s3_access_key_id="test", s3_secret_access_key="test", s3_create_bucket=True)
+    store = open_store(settings)
+    await store.check()
+    await store.close()
+    async with get_session().create_client(
+            "s3", endpoint_url=moto_endpoint, region_name="us-east-1",
+            aws_access_key_id="test", aws_secret_access_key="test") as client:
+        await client.head_bucket(Bucket=bucket)  # raises if it was not created
+
+
+def test_worker_command_refuses_to_start_without_its_bucket(moto_endpoint: str) -> None:
+    env = {"PATH": os.environ["PATH"], "STORAGE_URL": "s3://absent-bucket",
+           "S3_ENDPOINT": moto_endpoint, "S3_ACCESS_KEY_ID": "test",
+           "S3_SECRET_ACCESS_KEY": "test", "KAFKA_BROKERS": "127.0.0.1:9"}
+    done = subprocess.run([sys.executable, "-m", "streams.cli", "worker"], env=env,
+                          capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    assert "absent-bucket" in done.stdout and "S3_CREATE_BUCKET" in done.stdout
