@@ -20,6 +20,7 @@ from processors.presets import load_presets
 from processors.spec import Limits
 from streams import codec, records
 from streams.catalog import open_catalog
+from streams.catalog.sink import ChangelogSink
 from streams.fetch import Fetcher
 from streams.jobstate import JobState
 from streams.service import Deps, Source, handle
@@ -82,10 +83,19 @@ def create_app(settings: Settings) -> faust.App:
         try:
             async for event in stream.events():
                 msg = event.message
-                source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value)
+                source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
+                                msg.timestamp)
                 await handle(event.value, source, deps, outputs, catalog)
         finally:
             await deps.close()
+
+    @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def catalog_sink() -> None:
+        sink = open_catalog(settings.catalog_url, settings.catalog_layout)
+        try:
+            await ChangelogSink(settings, sink).run()
+        finally:
+            await sink.close()
 
     @app.page("/catalog/{book_id}/")
     @app.table_route(table=catalog, match_info="book_id")
@@ -130,7 +140,6 @@ def build_deps(settings: Settings) -> Deps:
                         source_buckets=_names(settings.allowed_source_buckets)),
         store=store,
         jobs=JobState(settings.redis_url, settings.job_ttl_sec),
-        catalog=open_catalog(settings.catalog_url),
         render_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render"),
         limits=Limits(max_pixels=settings.max_image_pixels,
                       max_frames=settings.max_image_frames,

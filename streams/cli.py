@@ -45,15 +45,27 @@ def worker() -> None:
 
 
 def _preflight(settings: Settings) -> None:
-    """Stop with a clear message when the object store is unusable (e.g. no such bucket)."""
+    """Stop with a clear message when the object store or the catalog database is unusable
+    (no such bucket, database down, table without the layout's columns); apply the catalog
+    migrations first when ``CATALOG_MIGRATE`` says so."""
+    from processors import errors
+    from streams.catalog import open_catalog
     from streams.store import open_store
 
     async def check() -> None:
         store = open_store(settings)
+        catalog = open_catalog(settings.catalog_url, settings.catalog_layout)
         try:
             await store.check()
+            if settings.catalog_migrate:
+                for applied in await catalog.migrate():
+                    console.print(f"catalog migration applied: {applied}")
+            await catalog.check()
+        except errors.TransientError as exc:
+            raise ConfigError(f"CATALOG_URL: {exc.message}") from None
         finally:
             await store.close()
+            await catalog.close()
 
     try:
         asyncio.run(check())

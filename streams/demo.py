@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyvips
 from aiohttp import web
@@ -124,13 +125,31 @@ async def watch(settings: Settings, book_ids: set[str], timeout: float,
     return outcomes
 
 
+async def catalog_rows(settings: Settings, book_ids: set[str],
+                       timeout: float = 15) -> dict[str, dict[str, Any]]:
+    """The catalog database's rows of ``book_ids``, waiting a little for the sink to write."""
+    catalog = open_catalog(settings.catalog_url, settings.catalog_layout)
+    rows: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            for book_id in book_ids - set(rows):
+                if (row := await catalog.get(book_id)) is not None:
+                    rows[book_id] = row
+            if set(rows) == book_ids or time.monotonic() > deadline:
+                return rows
+            await asyncio.sleep(0.2)
+    finally:
+        await catalog.close()
+
+
 async def results_table(settings: Settings, outcomes: Outcomes) -> Table:
-    catalog = open_catalog(settings.catalog_url)
+    rows = await catalog_rows(settings, set(outcomes.processed))
     table = Table(title="Covers", show_lines=True)
     for column in ("book", "source", "renditions (stored as key)", "catalog row"):
         table.add_column(column, overflow="fold")
     for book_id, rec in sorted(outcomes.processed.items()):
-        row = await catalog.get(book_id)
+        row = rows.get(book_id)
         source = f"{rec.source_format} {rec.source_width}x{rec.source_height}\n" \
                  f"{rec.source_bytes:,} B"
         renditions = "\n".join(f"{r.name}: {r.width}x{r.height} {r.format} {r.bytes:,} B\n"
@@ -140,7 +159,6 @@ async def results_table(settings: Settings, outcomes: Outcomes) -> Table:
         table.add_row(book_id, source, renditions, summary)
     for book_id, dead in sorted(outcomes.failed.items()):
         table.add_row(book_id, f"[red]dead letter: {dead.reason_code}", dead.message, "")
-    await catalog.close()
     if outcomes.processed:
         first = next(iter(outcomes.processed.values())).renditions[0]
         table.caption = f"stored under {first.url.removesuffix(first.key)}"

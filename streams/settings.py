@@ -14,6 +14,7 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.presets import load_presets
+from streams.catalog import Layout
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,11 @@ class Settings(BaseSettings):
     redis_url: str = "redis://localhost:6379/0"
     job_ttl_sec: int = Field(7 * 24 * 3600, ge=60)
     catalog_url: str = "sqlite:///./data/catalog.db"
+    catalog_table: str = "catalog"
+    catalog_columns: str = Field("", description="field=column,... for an existing table")
+    catalog_migrate: bool = Field(True, description="apply catalog migrations at start-up")
+    catalog_batch_size: int = Field(200, ge=1, le=10_000)
+    catalog_batch_ms: int = Field(500, ge=0, le=60_000)
 
     log_level: str = "info"
 
@@ -102,6 +108,18 @@ class Settings(BaseSettings):
         if urlsplit(value).scheme not in ("sqlite", "postgresql", "postgres"):
             raise ValueError("must be sqlite:///path or postgresql://...")
         return value
+
+    @model_validator(mode="after")
+    def _catalog_layout(self) -> Settings:
+        try:
+            Layout.parse(self.catalog_table, self.catalog_columns)
+        except ValueError as exc:
+            raise ValueError(f"CATALOG_TABLE / CATALOG_COLUMNS: {exc}") from None
+        return self
+
+    @property
+    def catalog_layout(self) -> Layout:
+        return Layout.parse(self.catalog_table, self.catalog_columns)
 
     @field_validator("log_level")
     @classmethod

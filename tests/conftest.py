@@ -49,6 +49,33 @@ def redis_server(services_dir: Path) -> Iterator[embedded.Service]:
 
 
 @pytest.fixture(scope="session")
+def postgres_server(services_dir: Path) -> Iterator[embedded.Service]:
+    workdir = services_dir / "postgres"
+    workdir.mkdir()
+    service = embedded.postgres(workdir).start()
+    yield service
+    service.stop()
+
+
+@pytest.fixture
+def postgres_url(postgres_server: embedded.Service) -> str:
+    """A fresh database on the session's Postgres server."""
+    import asyncio
+
+    import asyncpg
+
+    name = f"t_{uuid.uuid4().hex[:12]}"
+
+    async def create() -> None:
+        conn = await asyncpg.connect(embedded.postgres_url(postgres_server))
+        await conn.execute(f"CREATE DATABASE {name}")
+        await conn.close()
+
+    asyncio.run(create())
+    return embedded.postgres_url(postgres_server, name)
+
+
+@pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
     from moto.server import ThreadedMotoServer
 

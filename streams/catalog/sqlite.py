@@ -5,64 +5,69 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from processors import errors
+from streams.catalog import COLUMNS, JSON_COLUMNS, MIGRATIONS_TABLE, Layout, latest_per_book
+from streams.settings import ConfigError
 
-DDL = """
-CREATE TABLE IF NOT EXISTS catalog (
-    book_id         TEXT PRIMARY KEY,
-    cover_url       TEXT NOT NULL,
-    thumbnail_url   TEXT,
-    renditions      TEXT NOT NULL,   -- JSON list of {name, url, key, width, height, format, bytes}
-    placeholder     TEXT,            -- JSON {dominant_color, lqip, blurhash}
-    source_url      TEXT NOT NULL,
-    source_sha256   TEXT NOT NULL,
-    preset          TEXT NOT NULL,
-    preset_version  TEXT NOT NULL,
-    job_id          TEXT NOT NULL,
-    processed_at    TEXT NOT NULL,   -- ISO 8601 UTC; newer wins
-    updated_at      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
-)
-"""
-
-UPSERT = """
-INSERT INTO catalog (book_id, cover_url, thumbnail_url, renditions, placeholder, source_url,
-                     source_sha256, preset, preset_version, job_id, processed_at)
-VALUES (:book_id, :cover_url, :thumbnail_url, :renditions, :placeholder, :source_url,
-        :source_sha256, :preset, :preset_version, :job_id, :processed_at)
-ON CONFLICT (book_id) DO UPDATE SET
-    cover_url = excluded.cover_url, thumbnail_url = excluded.thumbnail_url,
-    renditions = excluded.renditions, placeholder = excluded.placeholder,
-    source_url = excluded.source_url, source_sha256 = excluded.source_sha256,
-    preset = excluded.preset, preset_version = excluded.preset_version,
-    job_id = excluded.job_id, processed_at = excluded.processed_at,
-    updated_at = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
-WHERE excluded.processed_at > catalog.processed_at
-"""
-
-_JSON_COLUMNS = ("renditions", "placeholder")
+T = TypeVar("T")
 
 
 def sqlite_path(url: str) -> Path:
     return Path(urlsplit(url).path[1:])
 
 
+def migrations(layout: Layout) -> list[tuple[int, str, str]]:
+    """(version, description, SQL) in order; SQL never changes once released."""
+    c = layout.column
+    return [(1, f"create {layout.table}", f"""
+CREATE TABLE IF NOT EXISTS {layout.table} (
+    {c("book_id")}         TEXT PRIMARY KEY,
+    {c("cover_url")}       TEXT NOT NULL,
+    {c("thumbnail_url")}   TEXT,
+    {c("renditions")}      TEXT NOT NULL,   -- JSON [{{name, url, key, width, height, ...}}]
+    {c("placeholder")}     TEXT,            -- JSON {{dominant_color, lqip, blurhash}}
+    {c("source_url")}      TEXT NOT NULL,
+    {c("source_sha256")}   TEXT NOT NULL,
+    {c("preset")}          TEXT NOT NULL,
+    {c("preset_version")}  TEXT NOT NULL,
+    {c("job_id")}          TEXT NOT NULL,
+    {c("version")}         INTEGER NOT NULL, -- input event time (ms); newer wins
+    {c("processed_at")}    TEXT NOT NULL,    -- ISO 8601 UTC; breaks ties
+    {c("updated_at")}      TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))
+)""")]
+
+
+def upsert_sql(layout: Layout) -> str:
+    c, t = layout.column, layout.table
+    columns = ", ".join(c(name) for name in COLUMNS)
+    values = ", ".join(f":{name}" for name in COLUMNS)
+    updates = ",\n    ".join(f"{c(n)} = excluded.{c(n)}" for n in COLUMNS if n != "book_id")
+    return f"""
+INSERT INTO {t} ({columns}) VALUES ({values})
+ON CONFLICT ({c("book_id")}) DO UPDATE SET
+    {updates},
+    {c("updated_at")} = strftime('%Y-%m-%dT%H:%M:%fZ', 'now')
+WHERE (excluded.{c("version")}, excluded.{c("processed_at")})
+    > ({t}.{c("version")}, {t}.{c("processed_at")})"""
+
+
 class SqliteCatalog:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, layout: Layout | None = None) -> None:
         self.path = sqlite_path(url)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.layout = layout or Layout()
+        self._upsert = upsert_sql(self.layout)
         self._lock = asyncio.Lock()  # one writer; sqlite3 connections are not shared
-        with self._connect() as db:
-            db.execute(DDL)
 
     @contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
         """A short-lived connection in one transaction (committed on success), always closed."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         db = sqlite3.connect(self.path, timeout=10)
         db.row_factory = sqlite3.Row
         try:
@@ -71,30 +76,74 @@ class SqliteCatalog:
         finally:
             db.close()
 
-    async def upsert(self, record: dict[str, Any]) -> bool:
-        row = {k: json.dumps(record[k]) if k in _JSON_COLUMNS else record[k]
-               for k in ("book_id", "cover_url", "thumbnail_url", "source_url", "source_sha256",
-                         "preset", "preset_version", "job_id", "processed_at", *_JSON_COLUMNS)}
-        async with self._lock:
-            try:
-                return await asyncio.to_thread(self._write, row)
-            except sqlite3.OperationalError as exc:
-                raise errors.TransientError(errors.CATALOG_UNAVAILABLE, str(exc)) from exc
+    def migration_sql(self) -> str:
+        return "\n".join(f"-- {v}: {d}\n{sql};" for v, d, sql in migrations(self.layout))
 
-    def _write(self, row: dict[str, Any]) -> bool:
+    async def migrate(self) -> list[str]:
+        return await self._run(self._migrate)
+
+    def _migrate(self) -> list[str]:
+        applied: list[str] = []
         with self._connect() as db:
-            return db.execute(UPSERT, row).rowcount > 0
+            db.execute(f"CREATE TABLE IF NOT EXISTS {MIGRATIONS_TABLE} (table_name TEXT, "
+                       "version INTEGER, description TEXT, applied_at TEXT DEFAULT "
+                       "(strftime('%Y-%m-%dT%H:%M:%fZ', 'now')), "
+                       "PRIMARY KEY (table_name, version))")
+            done = {row[0] for row in db.execute(
+                f"SELECT version FROM {MIGRATIONS_TABLE} WHERE table_name = ?",
+                (self.layout.table,))}
+            for version, description, sql in migrations(self.layout):
+                if version not in done:
+                    db.execute(sql)
+                    db.execute(f"INSERT INTO {MIGRATIONS_TABLE} (table_name, version, "
+                               "description) VALUES (?, ?, ?)",
+                               (self.layout.table, version, description))
+                    applied.append(description)
+        return applied
+
+    async def check(self) -> None:
+        missing = await self._run(self._missing_columns)
+        if missing:
+            raise ConfigError(f"CATALOG_URL: table {self.layout.table!r} lacks columns "
+                              f"{', '.join(missing)} (run `covers catalog migrate`, or map "
+                              "them with CATALOG_COLUMNS)")
+
+    def _missing_columns(self) -> list[str]:
+        with self._connect() as db:
+            present = {row[1] for row in db.execute(f"PRAGMA table_info({self.layout.table})")}
+        return [self.layout.column(n) for n in (*COLUMNS, "updated_at")
+                if self.layout.column(n) not in present]
+
+    async def upsert_many(self, records: Sequence[dict[str, Any]]) -> int:
+        rows = [{k: json.dumps(r[k]) if k in JSON_COLUMNS else r[k] for k in COLUMNS}
+                for r in latest_per_book(records)]
+        async with self._lock:
+            return await self._run(self._write, rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> int:
+        with self._connect() as db:
+            return db.executemany(self._upsert, rows).rowcount
 
     async def get(self, book_id: str) -> dict[str, Any] | None:
-        return await asyncio.to_thread(self._read, book_id)
+        return await self._run(self._read, book_id)
 
     def _read(self, book_id: str) -> dict[str, Any] | None:
+        c = self.layout.column
+        columns = ", ".join(f"{c(n)} AS {n}" for n in (*COLUMNS, "updated_at"))
         with self._connect() as db:
-            row = db.execute("SELECT * FROM catalog WHERE book_id = ?", (book_id,)).fetchone()
+            row = db.execute(f"SELECT {columns} FROM {self.layout.table} "
+                             f"WHERE {c('book_id')} = ?", (book_id,)).fetchone()
         if row is None:
             return None
-        return {k: json.loads(row[k]) if k in _JSON_COLUMNS and row[k] else row[k]
+        return {k: json.loads(row[k]) if k in JSON_COLUMNS and row[k] else row[k]
                 for k in row.keys()}
+
+    @staticmethod
+    async def _run(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except sqlite3.OperationalError as exc:
+            raise errors.TransientError(errors.CATALOG_UNAVAILABLE, str(exc)) from exc
 
     async def close(self) -> None:
         return None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from datetime import timedelta
 from pathlib import Path
@@ -17,7 +18,7 @@ import redis
 from aiobotocore.session import get_session
 
 from streams import codec, records
-from streams.catalog.sqlite import SqliteCatalog
+from streams.demo import catalog_rows
 from streams.jobstate import job_key
 from streams.service import job_for
 from streams.store import object_key
@@ -101,7 +102,7 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
     assert poison.original_value == b"\xde\xad\xbe\xef"
     assert poison.source_topic == settings.topic_book_enriched
 
-    catalog = SqliteCatalog(settings.catalog_url)
+    rows = await catalog_rows(settings, set(expected))
     state = redis.Redis.from_url(settings.redis_url, decode_responses=True)
     for event in processed:
         source = expected[event.book_id]
@@ -132,8 +133,9 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
         job = state.hgetall(job_key(event.job_id))
         assert job["state"] == "done"
         assert len(json.loads(job["outputs"])) == 3
-        row = await catalog.get(event.book_id)
-        assert row is not None and row["job_id"] == event.job_id
+        row = rows[event.book_id]
+        assert row["job_id"] == event.job_id
+        assert 0 <= time.time() * 1000 - row["version"] < 120_000  # the input event's time
         assert row["cover_url"] == event.renditions[-1].url
         assert [r["key"] for r in row["renditions"]] == [r.key for r in event.renditions]
 
@@ -143,7 +145,7 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
         entry = state.hgetall(job_key(job.job_id))
         assert entry["state"] == "failed"
         assert json.loads(entry["error"])["code"] == reasons[failed.book_id]
-        assert await catalog.get(failed.book_id) is None
+        assert failed.book_id not in await catalog_rows(settings, {failed.book_id}, timeout=0)
     state.close()
     assert worker.stop() == 0, worker.log()[-3000:]
 

@@ -125,7 +125,7 @@ async def test_missing_bucket_is_a_clear_error(moto_endpoint: str) -> None:
 async def test_worker_start_stops_on_a_missing_bucket(moto_endpoint: str) -> None:
     settings = load(storage_url="s3://never-created-bucket", s3_endpoint=moto_endpoint,
                     s3_access_key_id="test", s3_secret_access_key="test")
-    with pytest.raises(ConfigError, match="never-created-bucket.*S3_CREATE_BUCKET"):
+    with pytest.raises(ConfigError, match=r"never-created-bucket.*S3_CREATE_BUCKET"):
         await open_store(settings).check()
     settings = load(storage_url="s3://bucket-on-no-server", s3_endpoint="http://127.0.0.1:9",
                     s3_access_key_id="test", s3_secret_access_key="test")
