@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from aiokafka.errors import KafkaError
 from rich.console import Console
 
 from streams import embedded
@@ -40,8 +41,23 @@ def worker() -> None:
 
     settings = _settings()
     _preflight(settings)
+    if settings.enable_metrics:
+        _serve_metrics(settings)
     app = create_app(settings)
     faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+
+
+def _serve_metrics(settings: Settings) -> None:
+    """Prometheus ``/metrics`` on ``METRICS_HOST:METRICS_PORT``, in a background thread."""
+    from prometheus_client import start_http_server
+
+    try:
+        start_http_server(settings.metrics_port, addr=settings.metrics_host)
+    except OSError as exc:
+        console.print(f"[red]METRICS_PORT: cannot listen on {settings.metrics_host}:"
+                      f"{settings.metrics_port} ({exc}); set another port or "
+                      "ENABLE_METRICS=false")
+        raise typer.Exit(2) from None
 
 
 def _preflight(settings: Settings) -> None:
@@ -171,6 +187,80 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+catalog_cli = typer.Typer(help="The catalog database: migrations and backfill.",
+                          no_args_is_help=True)
+cli.add_typer(catalog_cli, name="catalog")
+
+
+@catalog_cli.command("migrate")
+def catalog_migrate(
+    sql: Annotated[bool, typer.Option("--sql", help="Print the SQL instead of applying it")]
+    = False,
+) -> None:
+    """Apply the catalog migrations not applied yet to CATALOG_URL (CATALOG_TABLE,
+    CATALOG_COLUMNS give the layout)."""
+    from processors import errors
+    from streams.catalog import open_catalog
+
+    settings = _settings()
+    catalog = open_catalog(settings.catalog_url, settings.catalog_layout)
+    if sql:
+        print(catalog.migration_sql())
+        return
+
+    async def run() -> list[str]:
+        try:
+            return await catalog.migrate()
+        finally:
+            await catalog.close()
+
+    try:
+        applied = asyncio.run(run())
+    except errors.TransientError as exc:
+        console.print(f"[red]CATALOG_URL: {exc.message}")
+        raise typer.Exit(1) from None
+    for description in applied:
+        console.print(f"applied: {description}")
+    console.print(f"catalog {settings.catalog_table!r} is up to date "
+                  f"({len(applied)} migration(s) applied)")
+
+
+@catalog_cli.command("backfill")
+def catalog_backfill() -> None:
+    """Re-write the catalog database from the catalog table's changelog (e.g. after restoring
+    an old backup). Newer rows already in the database stay."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from processors import errors
+    from streams.catalog import open_catalog
+    from streams.catalog.sink import backfill
+
+    settings = _settings()
+
+    async def run() -> tuple[int, int]:
+        catalog = open_catalog(settings.catalog_url, settings.catalog_layout)
+        with Progress("[progress.description]{task.description}", BarColumn(),
+                      MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+            tasks = {"read": progress.add_task("reading the changelog", total=None),
+                     "write": progress.add_task("writing the catalog", total=None)}
+
+            def show(phase: str, done: int, total: int) -> None:
+                progress.update(tasks[phase], completed=done, total=total)
+
+            try:
+                return await backfill(settings, catalog, show)
+            finally:
+                await catalog.close()
+
+    try:
+        books, changed = asyncio.run(run())
+    except (errors.TransientError, KafkaError) as exc:
+        console.print(f"[red]backfill failed: {exc}")
+        raise typer.Exit(1) from None
+    console.print(f"{books} books in the table; {changed} catalog rows written "
+                  f"({books - changed} were up to date)")
 
 
 @cli.command()

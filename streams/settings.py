@@ -77,6 +77,10 @@ class Settings(BaseSettings):
     catalog_batch_size: int = Field(200, ge=1, le=10_000)
     catalog_batch_ms: int = Field(500, ge=0, le=60_000)
 
+    # --- Operations ---
+    enable_metrics: bool = True
+    metrics_port: int = Field(9091, ge=1, le=65535, description="Prometheus /metrics")
+    metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
     log_level: str = "info"
 
     @field_validator("kafka_brokers")
