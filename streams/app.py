@@ -21,12 +21,13 @@ from processors.spec import Limits
 from streams import codec, records
 from streams.catalog import open_catalog
 from streams.catalog.sink import ChangelogSink
-from streams.fetch import Fetcher
+from streams.fetch import make_fetcher
 from streams.jobstate import JobState
 from streams.service import Deps, Source, handle
 from streams.settings import Settings
 from streams.store import open_store
 from streams.store.s3 import S3Store
+from streams.webhooks import Webhooks
 
 log = logging.getLogger("covers.app")
 
@@ -127,17 +128,13 @@ async def _deliver(topic: faust.TopicT, key: str | None, value: Any) -> None:
 
 def build_deps(settings: Settings) -> Deps:
     store = open_store(settings)
+    fetcher = make_fetcher(settings, blobs=store if isinstance(store, S3Store) else None)
     # Renders run side by side, one per core, each on one libvips thread: that keeps every
     # core busy without libvips' own threads competing with the pool's.
     threads = settings.render_threads or os.cpu_count() or 1
     render.configure(threads=1)
     return Deps(
-        fetcher=Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
-                        idle_timeout=settings.fetch_idle_timeout_sec,
-                        allowed_hosts=_names(settings.allowed_source_hosts),
-                        allow_private=settings.allow_private_sources,
-                        blobs=store if isinstance(store, S3Store) else None,
-                        source_buckets=_names(settings.allowed_source_buckets)),
+        fetcher=fetcher,
         store=store,
         jobs=JobState(settings.redis_url, settings.job_ttl_sec),
         render_pool=ThreadPoolExecutor(max_workers=threads, thread_name_prefix="render"),
@@ -145,9 +142,5 @@ def build_deps(settings: Settings) -> Deps:
                       max_frames=settings.max_image_frames,
                       max_memory_mb=settings.max_decode_memory_mb),
         presets=load_presets(settings.presets_file or None),
+        webhooks=Webhooks(fetcher, settings.webhook_secret),
     )
-
-
-def _names(value: str) -> frozenset[str]:
-    """A comma-separated setting as a set of names."""
-    return frozenset(name.strip() for name in value.split(",") if name.strip())

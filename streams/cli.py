@@ -91,6 +91,20 @@ def _preflight(settings: Settings) -> None:
 
 
 @cli.command()
+def shim() -> None:
+    """The HTTP shim (frozen /health and /process, /v2) on SHIM_HOST:SHIM_PORT."""
+    import uvicorn
+
+    from streams.shim import Shim
+
+    settings = _settings()
+    app = Shim(settings).app
+    uvicorn.run(app, host=settings.shim_host, port=settings.shim_port,
+                log_level="warning" if settings.log_level in ("crit", "error", "warn")
+                else settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
+
+
+@cli.command()
 def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092) -> None:
     """Run the embedded Kafka-compatible broker alone (memory only) until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="covers-broker-"))
@@ -133,14 +147,16 @@ def dev(
         log_path = stack.workdir / "worker.log"
         console.print(f"[bold]embedded stack[/]: KAFKA_BROKERS={settings.kafka_brokers} "
                       f"REDIS_URL={settings.redis_url}\n  STORAGE_URL={env['STORAGE_URL']}"
-                      f"\n  CATALOG_URL={settings.catalog_url}\n  worker log: {log_path}")
-        with log_path.open("ab") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker"], env=env,
-                                    stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL)
+                      f"\n  CATALOG_URL={settings.catalog_url}\n  worker log: {log_path}"
+                      f"\n  shim: http://{settings.shim_host}:{settings.shim_port} (log: "
+                      f"{stack.workdir / 'shim.log'})"
+                      f"\n  metrics: http://127.0.0.1:{settings.metrics_port}/metrics")
+        proc = _spawn("worker", env, log_path)
+        shim = _spawn("shim", env, stack.workdir / "shim.log")
         try:
             code = _run_dev(settings, proc, demo, exit_when_done, timeout, data_dir)
         finally:
+            _stop(shim)
             _stop(proc)
             if proc.returncode not in (0, -signal.SIGTERM, None):
                 console.print(f"worker exited with {proc.returncode}; last log lines:")
@@ -173,6 +189,12 @@ def _run_dev(settings: Settings, proc: subprocess.Popen[bytes], demo: bool,
     except KeyboardInterrupt:
         pass
     return code
+
+
+def _spawn(command: str, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    with log_path.open("ab") as log:
+        return subprocess.Popen([sys.executable, "-m", "streams.cli", command], env=env,
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
 def _interrupt(signum: int, frame: object) -> None:

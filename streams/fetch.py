@@ -8,6 +8,7 @@ hand and re-vetted, the body streamed under a hard byte cap and the whole fetch 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
 import hashlib
 import socket
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
-from urllib.parse import urljoin, urlsplit
+from urllib.parse import SplitResult, urljoin, urlsplit
 
 import aiohttp
 from aiohttp.abc import AbstractResolver, ResolveResult
@@ -23,6 +24,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from processors import errors
 from processors.sniff import sniff
 from streams import __version__, netguard
+from streams.settings import Settings
 
 USER_AGENT = f"book-covers/{__version__} (+cover fetcher)"
 MAX_REDIRECTS = 5
@@ -135,17 +137,52 @@ class Fetcher:
         return Fetched(data=data, sha256=hashlib.sha256(data).hexdigest(), format=fmt,
                        final_url=final)
 
-    async def _fetch_s3(self, url: str) -> bytes:
-        if self.blobs is None:
-            raise errors.PermanentError(errors.UNSUPPORTED_SCHEME, "s3:// sources need S3 storage")
+    async def vet(self, url: str) -> None:
+        """Refuse ``url`` now, as a fetch would: scheme, host and port rules, and every address
+        its host resolves to. A failed lookup is no verdict (the fetch will retry it)."""
         parts = urlsplit(url)
+        if parts.scheme == "s3":
+            self._check_s3(parts)
+            return
+        self._check_url(url)
+        assert parts.hostname is not None
+        if netguard.literal_address(parts.hostname) is None:
+            resolver = self._resolver or VettingResolver(self.allow_private)
+            with contextlib.suppress(errors.TransientError):
+                await resolver.resolve(parts.hostname, parts.port or 0)
+
+    async def post(self, url: str, body: bytes, headers: dict[str, str]) -> int:
+        """POST ``body`` to ``url`` under the same rules as a fetch (no redirects followed);
+        returns the status; TransientError for 408/429/5xx and network trouble."""
+        self._check_url(url)
+        try:
+            async with asyncio.timeout(self.timeout), self._http().post(
+                    url, data=body, headers=headers, allow_redirects=False) as resp:
+                await resp.read()
+                _raise_for_status(resp, url)
+                return resp.status
+        except errors.CoverError:
+            raise
+        except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+            raise errors.TransientError(errors.FETCH_FAILED, f"{url}: {exc!r}") from exc
+
+    def _check_s3(self, parts: SplitResult) -> tuple[str, str]:
+        if not self.source_buckets:
+            raise errors.PermanentError(errors.UNSUPPORTED_SCHEME, "s3:// sources need S3 storage")
         bucket, key = parts.netloc, parts.path.lstrip("/")
         if not bucket or not key or parts.query or parts.fragment:
-            raise errors.PermanentError(errors.INVALID_EVENT, f"{url!r} is not s3://bucket/key")
+            raise errors.PermanentError(errors.INVALID_EVENT,
+                                        f"{parts.geturl()!r} is not s3://bucket/key")
         if bucket not in self.source_buckets:  # the worker's credentials reach further
             raise errors.PermanentError(
                 errors.SSRF_DENIED, f"bucket {bucket!r} is not a source bucket "
                 "(the store's bucket or ALLOWED_SOURCE_BUCKETS)")
+        return bucket, key
+
+    async def _fetch_s3(self, url: str) -> bytes:
+        if self.blobs is None:
+            raise errors.PermanentError(errors.UNSUPPORTED_SCHEME, "s3:// sources need S3 storage")
+        bucket, key = self._check_s3(urlsplit(url))
         return await self.blobs.get(key, max_bytes=self.max_bytes, bucket=bucket)
 
     async def _fetch_http(self, url: str) -> tuple[bytes, str]:
@@ -233,3 +270,24 @@ def _retry_after(headers: Any) -> float | None:
 def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
     return host in allowed or any(
         pattern.startswith("*.") and host.endswith(pattern[1:]) for pattern in allowed)
+
+
+def make_fetcher(settings: Settings, blobs: BlobSource | None = None) -> Fetcher:
+    """The fetcher the settings describe (also used by the shim to vet URLs up front)."""
+    return Fetcher(max_bytes=settings.max_image_bytes, timeout=settings.process_timeout_sec,
+                   idle_timeout=settings.fetch_idle_timeout_sec,
+                   allowed_hosts=_names(settings.allowed_source_hosts),
+                   allow_private=settings.allow_private_sources, blobs=blobs,
+                   source_buckets=source_buckets(settings))
+
+
+def source_buckets(settings: Settings) -> frozenset[str]:
+    """Buckets ``s3://`` sources may name: the S3 store's own and ALLOWED_SOURCE_BUCKETS."""
+    url = urlsplit(settings.resolved_storage_url)
+    own = {url.netloc} if url.scheme == "s3" and url.netloc else set()
+    return frozenset(own) | _names(settings.allowed_source_buckets)
+
+
+def _names(value: str) -> frozenset[str]:
+    """A comma-separated setting as a set of names."""
+    return frozenset(name.strip() for name in value.split(",") if name.strip())

@@ -24,6 +24,14 @@ def job_key(job_id: str) -> str:
     return f"{KEY_PREFIX}{job_id}"
 
 
+def view(job_id: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """What callers see of a job (``GET /v2/jobs/{id}`` and webhooks), every key present."""
+    return {"job_id": job_id, "book_id": fields.get("book_id"), "state": fields["state"],
+            "attempts": fields.get("attempts", 0), "outputs": fields.get("outputs") or [],
+            "placeholder": fields.get("placeholder"), "error": fields.get("error"),
+            "updated_at": fields.get("updated_at")}
+
+
 class JobState:
     def __init__(self, url: str, ttl_sec: int) -> None:
         self.ttl_sec = ttl_sec  # seconds a finished or abandoned job stays readable
@@ -47,11 +55,18 @@ class JobState:
         return True
 
     async def get(self, job_id: str) -> dict[str, Any] | None:
+        """The job's public view (see ``view``), None for an unknown id; raises RedisError."""
         raw = await self._redis.hgetall(job_key(job_id))
         if not raw:
             return None
-        return {str(k): (v if k in ("state", "updated_at") else json.loads(v))
-                for k, v in raw.items()}
+        return view(job_id, {str(k): (v if k in ("state", "updated_at") else json.loads(v))
+                             for k, v in raw.items()})
+
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
 
     async def close(self) -> None:
         await self._redis.aclose()

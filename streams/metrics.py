@@ -15,3 +15,11 @@ CATALOG_SINK_RETRIES = Counter(
 CATALOG_SINK_BATCH_SECONDS = Histogram(
     "catalog_sink_batch_seconds", "Time to write one batch to the catalog database",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+
+# --- the HTTP shim ---
+SHIM_REQUESTS = Counter(
+    "shim_requests_total", "HTTP requests to the shim", ["method", "route", "status"])
+SHIM_LATENCY = Histogram(
+    "shim_request_duration_seconds", "Time to answer a shim request", ["route"])
+SHIM_PUBLISH_FAILURES = Counter(
+    "shim_publish_failures_total", "Requests refused with 503 because the broker did not ack")

@@ -21,8 +21,9 @@ from processors.spec import Limits, Preset, SpecError, parse_outputs
 from streams import __version__, records
 from streams.catalog import version_of
 from streams.fetch import Fetched, Fetcher
-from streams.jobstate import JobState
+from streams.jobstate import JobState, view
 from streams.store import ObjectStore, object_key
+from streams.webhooks import Webhooks
 
 log = logging.getLogger("covers.service")
 
@@ -63,8 +64,11 @@ class Deps:
     render_pool: Executor
     limits: Limits
     presets: dict[str, Preset]
+    webhooks: Webhooks | None = None
 
     async def close(self) -> None:
+        if self.webhooks is not None:
+            await self.webhooks.close()
         await self.fetcher.close()
         await self.store.close()
         await self.jobs.close()
@@ -115,8 +119,8 @@ async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
             log.info("newer cover already in the catalog: job_id=%s book_id=%s", job.job_id,
                      job.book_id)
         await outputs.processed(job.book_id, processed)
-        await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
-                            outputs=row["renditions"], placeholder=row["placeholder"])
+        await finish(deps, job, "done", attempts=processed.attempts,
+                     outputs=row["renditions"], placeholder=row["placeholder"])
         log.info("done: job_id=%s book_id=%s timings_ms=%s", job.job_id, job.book_id,
                  processed.timings_ms)
         return "processed"
@@ -233,9 +237,18 @@ async def _dead_letter(error: errors.CoverError, job: records.CoverJob | None, s
                 record.job_id, book_id, error.code, error.message)
     await outputs.dead_letter(book_id, record)
     if job is not None:
-        await deps.jobs.set(job.job_id, "failed", book_id=job.book_id,
-                            error={"code": error.code, "message": error.message})
+        await finish(deps, job, "failed", attempts=record.attempts,
+                     error={"code": error.code, "message": error.message})
     return error.code
+
+
+async def finish(deps: Deps, job: records.CoverJob, state: str, **fields: Any) -> None:
+    """Record a job's final state and, when it asked for one, send its webhook."""
+    await deps.jobs.set(job.job_id, state, book_id=job.book_id, **fields)
+    if job.callback_url and deps.webhooks is not None:
+        deps.webhooks.notify(job.callback_url, view(job.job_id, {
+            "book_id": job.book_id, "state": state,
+            "updated_at": records.utcnow().isoformat(), **fields}))
 
 
 def _ms_since(started: float) -> float:

@@ -77,6 +77,13 @@ class Settings(BaseSettings):
     catalog_batch_size: int = Field(200, ge=1, le=10_000)
     catalog_batch_ms: int = Field(500, ge=0, le=60_000)
 
+    # --- HTTP shim and webhooks ---
+    shim_host: str = Field("127.0.0.1", description="address `covers shim` binds")
+    shim_port: int = Field(8000, ge=1, le=65535)
+    shim_api_token: str = Field("", description="bearer token required on /v2; empty = open")
+    shim_publish_timeout_sec: float = Field(5, gt=0, le=120)
+    webhook_secret: str = Field("", description="HMAC key signing webhooks; empty = unsigned")
+
     # --- Operations ---
     enable_metrics: bool = True
     metrics_port: int = Field(9091, ge=1, le=65535, description="Prometheus /metrics")
