@@ -49,7 +49,12 @@ class ProcessRequest(BaseModel):
 
 
 class V2ProcessRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"book_id": "B123", "image_url": "https://covers.example.com/B123.jpg"},
+        {"book_id": "B124", "image_url": "https://covers.example.com/B124.png",
+         "outputs": [{"name": "square", "width": 300, "height": 300, "fit": "cover",
+                      "gravity": "attention", "format": "webp", "quality": 80}],
+         "callback_url": "https://hooks.example.com/covers"}]})
 
     book_id: str = Field(pattern=BOOK_ID, description="1-128 of A-Z a-z 0-9 . _ : -")
     image_url: str = Field(min_length=1, max_length=2048,
@@ -137,6 +142,12 @@ class Shim:
     def _build(self) -> FastAPI:
         @asynccontextmanager
         async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+            if self.settings.catalog_migrate:  # /v2/books reads the table the worker fills
+                try:
+                    await self.catalog.migrate()
+                except errors.TransientError as exc:
+                    log.warning("catalog not migrated (answers 503 until it is): %s",
+                                exc.message)
             yield
             await self.close()
 
