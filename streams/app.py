@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -31,7 +32,8 @@ from streams.webhooks import Webhooks
 
 log = logging.getLogger("covers.app")
 
-SEND_RETRY_DELAYS = (0.5, 1, 2, 5, 10)  # seconds between attempts to hand an output to Kafka
+# Seconds between attempts to hand an output to Kafka; the last repeats until it works.
+SEND_RETRY_DELAYS = (0.5, 1, 2, 5, 10, 30)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -72,10 +74,10 @@ def create_app(settings: Settings) -> faust.App:
 
     class KafkaOutputs:
         async def processed(self, key: str, record: records.CoverProcessed) -> None:
-            await _deliver(processed_topic, key, record)
+            await deliver(processed_topic, key, record)
 
         async def dead_letter(self, key: str | None, record: records.CoverDeadLetter) -> None:
-            await _deliver(dead_letter_topic, key, record)
+            await deliver(dead_letter_topic, key, record)
 
     @app.agent(inputs)
     async def covers(stream: faust.StreamT[Any]) -> None:
@@ -109,20 +111,21 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def _deliver(topic: faust.TopicT, key: str | None, value: Any) -> None:
-    """Send and wait for the broker's ack, retrying: a failed send must not let the input commit
-    (aiokafka's flush does not raise for failed batches)."""
+async def deliver(topic: faust.TopicT, key: str | None, value: Any,
+                  delays: tuple[float, ...] = SEND_RETRY_DELAYS) -> None:
+    """Send and wait for the broker's ack, retrying for as long as it takes: the input event
+    stays uncommitted meanwhile (aiokafka's flush does not raise for failed batches), and
+    giving up would let Faust ack an input whose outcome was never written. A stop cancels the
+    wait, and the unacked input is read again after the restart."""
     raw_key = key.encode() if key is not None else None
-    for delay in (*SEND_RETRY_DELAYS, None):
+    for attempt, delay in enumerate(itertools.chain(delays, itertools.repeat(delays[-1])), 1):
         try:
             pending = await topic.send(key=raw_key, value=value)
             await pending
             return
         except Exception as exc:
-            if delay is None:
-                raise
-            log.warning("send to %s failed, retrying in %ss: %r", topic.get_topic_name(), delay,
-                        exc)
+            log.warning("send to %s failed (attempt %d), retrying in %ss: %r",
+                        topic.get_topic_name(), attempt, delay, exc)
             await asyncio.sleep(delay)
 
 
