@@ -20,8 +20,11 @@ libvips work is synchronous and CPU-bound: callers run ``render`` off the event 
 
 from __future__ import annotations
 
+import contextlib
 import math
-from dataclasses import dataclass
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 
 import pyvips
 
@@ -65,6 +68,10 @@ class RenderResult:
     source_height: int
     renditions: tuple[Rendered, ...]
     placeholder: Placeholder
+    # ms per stage: "decode" (decode, colour conversion and resizes: one libvips pipeline,
+    # run when the scaled pixels are first needed), "encode", "render" (the rest: guards,
+    # crops, ops, placeholder)
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -214,6 +221,7 @@ def render(data: bytes, preset: Preset, limits: Limits | None = None) -> RenderR
     or a spec that cannot apply to it.
     """
     limits = limits or Limits()
+    clock = _Clock()
     source_format = guard_type(data)
     header = guard_header(data, limits)
     width, height = _oriented_size(header)
@@ -228,7 +236,7 @@ def render(data: bytes, preset: Preset, limits: Limits | None = None) -> RenderR
         carry = base  # the last plainly scaled image: plain renditions start from it
         outputs: dict[str, Rendered] = {}
         for p in plans:
-            outputs[p.spec.name], scaled = _rendition(base, carry, shrunk, p)
+            outputs[p.spec.name], scaled = _rendition(base, carry, shrunk, p, clock)
             if not p.spec.geometry_ops:
                 carry = scaled
         placeholder = make_placeholder(carry)
@@ -236,11 +244,12 @@ def render(data: bytes, preset: Preset, limits: Limits | None = None) -> RenderR
         raise errors.PermanentError(errors.CORRUPT_IMAGE, _first_line(exc)) from None
     return RenderResult(
         source_format=source_format, source_width=width, source_height=height,
-        renditions=tuple(outputs[r.name] for r in preset.renditions), placeholder=placeholder)
+        renditions=tuple(outputs[r.name] for r in preset.renditions), placeholder=placeholder,
+        timings_ms=clock.split())
 
 
 def _rendition(base: pyvips.Image, carry: pyvips.Image, shrunk: float,
-               p: Plan) -> tuple[Rendered, pyvips.Image]:
+               p: Plan, clock: _Clock) -> tuple[Rendered, pyvips.Image]:
     """One rendition, and its scaled image before the crop (for smaller ones to start from)."""
     spec = p.spec
     image = base
@@ -249,15 +258,40 @@ def _rendition(base: pyvips.Image, carry: pyvips.Image, shrunk: float,
     if not spec.geometry_ops and carry.width >= p.size[0]:
         image = carry
     # Kept in memory: the encoder and the next, smaller rendition both read it.
-    scaled = scale_to(image, p.size).copy_memory()
+    with clock.stage("decode"):
+        scaled = scale_to(image, p.size).copy_memory()
     image = crop_to_box(scaled, p) if spec.fit == "cover" else scaled
     for op in spec.pixel_ops:
         image = PIXELS[type(op)](image, op)
     image = flatten_alpha(image, spec)
-    rendered = Rendered(name=spec.name, data=encode(image, spec), width=image.width,
+    with clock.stage("encode"):
+        data = encode(image, spec)
+    rendered = Rendered(name=spec.name, data=data, width=image.width,
                         height=image.height, format=spec.format,
                         content_type=spec.content_type, extension=spec.extension)
     return rendered, scaled
+
+
+class _Clock:
+    """Wall time per stage of one render; what no stage claims is "render"."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.seconds: dict[str, float] = {"decode": 0.0, "encode": 0.0}
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[name] += time.perf_counter() - started
+
+    def split(self) -> dict[str, float]:
+        total = time.perf_counter() - self.started
+        rest = max(0.0, total - sum(self.seconds.values()))
+        stages = {**self.seconds, "render": rest}
+        return {name: round(seconds * 1000, 2) for name, seconds in stages.items()}
 
 
 def _oriented_size(header: pyvips.Image) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from faust.web import Request, Response, View
 from processors import render
 from processors.presets import load_presets
 from processors.spec import Limits
-from streams import codec, records
+from streams import codec, metrics, records
 from streams.catalog import open_catalog
 from streams.catalog.sink import ChangelogSink
 from streams.fetch import make_fetcher
@@ -99,6 +99,16 @@ def create_app(settings: Settings) -> faust.App:
             await ChangelogSink(settings, sink).run()
         finally:
             await sink.close()
+
+    @app.timer(interval=5.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def measure_lag() -> None:
+        inputs = {settings.topic_book_enriched, settings.topic_cover_requested}
+        for tp in app.consumer.assignment():
+            if tp.topic in inputs:
+                position, highwater = await app.consumer.position(tp), app.consumer.highwater(tp)
+                if position is not None and highwater is not None:
+                    metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
+                        max(0, highwater - position))
 
     @app.page("/catalog/{book_id}/")
     @app.table_route(table=catalog, match_info="book_id")

@@ -4,6 +4,33 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+_SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 60)
+_BYTES = tuple(float(2 ** n) for n in range(10, 28, 2))  # 1 KiB .. 128 MiB
+
+# --- jobs (the image metrics keep the names of the worker this project replaces) ---
+IMAGE_PROCESSING_DURATION = Histogram(
+    "image_processing_duration_seconds", "Fetch to stored renditions, per job",
+    ["preset", "success"], buckets=_SECONDS)
+IMAGE_COMPRESSION_RATIO = Histogram(
+    "image_compression_ratio", "Source bytes / rendition bytes", ["preset", "variant"],
+    buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000))
+IMAGE_ORIGINAL_SIZE = Histogram(
+    "image_original_size_bytes", "Bytes of each fetched source", ["preset"], buckets=_BYTES)
+IMAGE_COMPRESSED_SIZE = Histogram(
+    "image_compressed_size_bytes", "Bytes of each rendition", ["preset", "variant"],
+    buckets=_BYTES)
+JOBS = Counter(
+    "cover_jobs_total", "Inputs by outcome (processed, duplicate, skipped, dead_letter) and "
+    "reason code", ["outcome", "reason"])
+DEAD_LETTERS = Counter("cover_dead_letters_total", "Dead letters by reason code", ["reason"])
+STAGE_DURATION = Histogram(
+    "cover_stage_duration_seconds", "Time per stage: fetch, decode, render, encode, store",
+    ["stage"], buckets=_SECONDS)
+IN_FLIGHT = Gauge("cover_jobs_in_flight", "Inputs being handled right now")
+CONSUMER_LAG = Gauge(
+    "cover_consumer_lag", "Input events not yet read, per topic partition",
+    ["topic", "partition"])
+
 CATALOG_SINK_LAG = Gauge(
     "catalog_sink_lag", "Catalog changes not yet written to the catalog database",
     ["partition"])

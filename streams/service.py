@@ -7,9 +7,11 @@ as exactly one outcome -- a ``cover_processed`` event, a dead letter, or "nothin
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import time
+from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -18,7 +20,7 @@ from typing import Any, Protocol
 from processors import errors
 from processors.render import RenderResult, render
 from processors.spec import Limits, Preset, SpecError, parse_outputs
-from streams import __version__, records
+from streams import __version__, metrics, records
 from streams.catalog import version_of
 from streams.fetch import Fetched, Fetcher
 from streams.jobstate import JobState, view
@@ -94,6 +96,18 @@ async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
                  table: CoverTable) -> str:
     """Process one decoded input; returns the outcome: "processed", "duplicate", "skipped" or a
     dead letter's reason code. Never raises."""
+    metrics.IN_FLIGHT.inc()
+    try:
+        outcome = await _handle(value, source, deps, outputs, table)
+    finally:
+        metrics.IN_FLIGHT.dec()
+    kind = outcome if outcome in ("processed", "duplicate", "skipped") else "dead_letter"
+    metrics.JOBS.labels(kind, "" if kind != "dead_letter" else outcome).inc()
+    return outcome
+
+
+async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
+                  table: CoverTable) -> str:
     job: records.CoverJob | None = None
     first_failure = records.utcnow()
     try:
@@ -111,7 +125,8 @@ async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
                                 outputs=current["renditions"])
             return "duplicate"
         await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=1)
-        processed = await process(job, preset, deps)
+        with _timed(preset):
+            processed = await process(job, preset, deps)
         row = catalog_record(processed, source.timestamp)
         if current is None or version_of(row) > version_of(current):
             table[job.book_id] = row  # the changelog carries it to the catalog database
@@ -149,6 +164,8 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
     renditions, urls_expire_at = await store_renditions(job, preset, fetched, result,
                                                         deps.store)
     timings["store"] = _ms_since(started)
+    _observe(preset, fetched, result, {"fetch": timings["fetch"], **result.timings_ms,
+                                       "store": timings["store"]})
     return records.CoverProcessed(
         job_id=job.job_id, book_id=job.book_id, source_url=job.image_url,
         source_sha256=fetched.sha256, source_format=result.source_format,
@@ -233,6 +250,7 @@ async def _dead_letter(error: errors.CoverError, job: records.CoverJob | None, s
         last_failure_at=records.utcnow(), source_topic=source.topic,
         source_partition=source.partition, source_offset=source.offset,
         original_key=source.key, original_value=source.value, worker_version=__version__)
+    metrics.DEAD_LETTERS.labels(error.code).inc()
     log.warning("dead letter: job_id=%s book_id=%s code=%s message=%s",
                 record.job_id, book_id, error.code, error.message)
     await outputs.dead_letter(book_id, record)
@@ -249,6 +267,29 @@ async def finish(deps: Deps, job: records.CoverJob, state: str, **fields: Any) -
         deps.webhooks.notify(job.callback_url, view(job.job_id, {
             "book_id": job.book_id, "state": state,
             "updated_at": records.utcnow().isoformat(), **fields}))
+
+
+@contextlib.contextmanager
+def _timed(preset: Preset) -> Iterator[None]:
+    """``image_processing_duration_seconds`` of one job, labelled by its success."""
+    started, success = time.perf_counter(), "false"
+    try:
+        yield
+        success = "true"
+    finally:
+        metrics.IMAGE_PROCESSING_DURATION.labels(preset.name, success).observe(
+            time.perf_counter() - started)
+
+
+def _observe(preset: Preset, fetched: Fetched, result: RenderResult,
+             stages_ms: dict[str, float]) -> None:
+    for stage, ms in stages_ms.items():
+        metrics.STAGE_DURATION.labels(stage).observe(ms / 1000)
+    metrics.IMAGE_ORIGINAL_SIZE.labels(preset.name).observe(len(fetched.data))
+    for r in result.renditions:
+        metrics.IMAGE_COMPRESSED_SIZE.labels(preset.name, r.name).observe(len(r.data))
+        metrics.IMAGE_COMPRESSION_RATIO.labels(preset.name, r.name).observe(
+            len(fetched.data) / max(1, len(r.data)))
 
 
 def _ms_since(started: float) -> float:

@@ -211,3 +211,14 @@ def wait_until(predicate: object, timeout: float, what: str) -> None:
             return
         time.sleep(0.2)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def scrape(worker: Worker) -> dict[str, float]:
+    """The worker's Prometheus metrics: sample (with labels) -> value."""
+    from urllib.request import urlopen
+
+    url = f"http://{embedded.LOOPBACK}:{worker.env['METRICS_PORT']}/metrics"
+    with urlopen(url, timeout=5) as resp:
+        text = resp.read().decode()
+    return {name: float(value) for name, _, value in
+            (line.rpartition(" ") for line in text.splitlines() if line and line[0] != "#")}

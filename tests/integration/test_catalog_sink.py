@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
-from urllib.request import urlopen
 
 import asyncpg
 import pytest
@@ -26,7 +25,7 @@ from streams.catalog.sink import ChangelogSink, changelog_topic
 from streams.demo import catalog_rows
 from streams.settings import Settings, load
 from streams.topics import ensure_topics
-from tests.conftest import Origin, Worker
+from tests.conftest import Origin, Worker, scrape
 from tests.images import encode, gradient
 from tests.integration.kafka import collect, publish_books, send
 from tests.integration.test_catalog_contract import cover
@@ -105,14 +104,6 @@ async def test_sink_holds_its_batch_through_a_database_outage(
         database.stop()
 
 
-def _scrape(worker: Worker) -> dict[str, float]:
-    url = f"http://{embedded.LOOPBACK}:{worker.env['METRICS_PORT']}/metrics"
-    with urlopen(url, timeout=5) as resp:
-        text = resp.read().decode()
-    return {name: float(value) for name, _, value in
-            (line.rpartition(" ") for line in text.splitlines() if not line.startswith("#"))}
-
-
 async def _true(value: bool) -> bool:
     return value
 
@@ -155,9 +146,9 @@ async def test_worker_writes_postgres_and_backfill_restores_it(
         assert row["placeholder"]["blurhash"] == event.placeholder.blurhash  # type: ignore[union-attr]
     # The worker's /metrics shows the sink: rows written, and a lag per partition back to 0.
     lags = [f'catalog_sink_lag{{partition="{p}"}}' for p in range(2)]
-    await eventually(lambda: _true([_scrape(worker).get(lag) for lag in lags] == [0, 0]), 10,
+    await eventually(lambda: _true([scrape(worker).get(lag) for lag in lags] == [0, 0]), 10,
                      "the worker's sink lag to read 0 on both partitions")
-    assert _scrape(worker)['catalog_sink_rows_total{result="changed"}'] == 3
+    assert scrape(worker)['catalog_sink_rows_total{result="changed"}'] == 3
     assert worker.stop() == 0
 
     conn = await asyncpg.connect(postgres_url)

@@ -23,7 +23,7 @@ from streams.jobstate import job_key
 from streams.service import job_for
 from streams.store import object_key
 from streams.topics import ensure_topics
-from tests.conftest import Origin, Worker
+from tests.conftest import Origin, Worker, scrape, wait_until
 from tests.images import encode, gradient, ssim
 from tests.integration.kafka import collect, publish_books, send
 
@@ -147,6 +147,31 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
         assert json.loads(entry["error"])["code"] == reasons[failed.book_id]
         assert failed.book_id not in await catalog_rows(settings, {failed.book_id}, timeout=0)
     state.close()
+
+    # The worker's /metrics tells the same story.
+    good, bad = len(expected), 2
+    scraped = scrape(worker)
+    assert scraped['cover_jobs_total{outcome="processed",reason=""}'] == good
+    assert scraped['cover_jobs_total{outcome="skipped",reason=""}'] == 1
+    for reason in ("not_found", "unsupported_type", "undecodable_event"):
+        assert scraped[f'cover_jobs_total{{outcome="dead_letter",reason="{reason}"}}'] == 1
+        assert scraped[f'cover_dead_letters_total{{reason="{reason}"}}'] == 1
+    duration = "image_processing_duration_seconds_count{{preset=\"cover\",success=\"{}\"}}"
+    assert scraped[duration.format("true")] == good
+    assert scraped[duration.format("false")] == bad
+    for stage in ("fetch", "decode", "render", "encode", "store"):
+        assert scraped[f'cover_stage_duration_seconds_count{{stage="{stage}"}}'] == good
+    for variant in ("thumb", "medium", "large"):
+        ratio = f'image_compression_ratio_sum{{preset="cover",variant="{variant}"}}'
+        assert scraped[ratio] > good  # every rendition is smaller than its source
+    assert scraped['image_original_size_bytes_count{preset="cover"}'] == good
+    assert scraped["cover_jobs_in_flight"] == 0
+
+    def lags() -> dict[str, float]:  # measured every 5 s
+        return {k: v for k, v in scrape(worker).items() if k.startswith("cover_consumer_lag{")}
+
+    wait_until(lambda: len(lags()) == 4, 15, "the consumer lag of both input topics' partitions")
+    assert set(lags().values()) == {0}
     assert worker.stop() == 0, worker.log()[-3000:]
 
 
