@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
 
@@ -24,12 +26,19 @@ cli = typer.Typer(help="Book-cover stream processor.", no_args_is_help=True,
 console = Console()
 
 
-def _settings(**overrides: object) -> Settings:
+@contextlib.contextmanager
+def _config_errors() -> Iterator[None]:
+    """A ConfigError ends the command with its message and exit code 2."""
     try:
-        return load(**overrides)
+        yield
     except ConfigError as exc:
         console.print(f"[red]{exc}")
         raise typer.Exit(2) from None
+
+
+def _settings(**overrides: object) -> Settings:
+    with _config_errors():
+        return load(**overrides)
 
 
 @cli.command()
@@ -83,11 +92,8 @@ def _preflight(settings: Settings) -> None:
             await store.close()
             await catalog.close()
 
-    try:
+    with _config_errors():
         asyncio.run(check())
-    except ConfigError as exc:
-        console.print(f"[red]{exc}")
-        raise typer.Exit(2) from None
 
 
 @cli.command()

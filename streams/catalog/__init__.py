@@ -32,6 +32,21 @@ class Layout:
     def column(self, name: str) -> str:
         return self.renames.get(name, name)
 
+    def select_book(self, parameter: str) -> str:
+        """The query of one book's row, every column named by its field (``image_url AS
+        cover_url``); ``parameter`` is the driver's placeholder (``?``, ``$1``)."""
+        columns = ", ".join(f"{self.column(n)} AS {n}" for n in (*COLUMNS, "updated_at"))
+        return f"SELECT {columns} FROM {self.table} WHERE {self.column('book_id')} = {parameter}"
+
+    def column_problem(self, present: set[str]) -> str | None:
+        """What start-up should say when a table with ``present`` columns does not fit."""
+        missing = [self.column(n) for n in (*COLUMNS, "updated_at")
+                   if self.column(n) not in present]
+        if not missing:
+            return None
+        return (f"CATALOG_URL: table {self.table!r} lacks columns {', '.join(missing)} (run "
+                "`covers catalog migrate`, or map them with CATALOG_COLUMNS)")
+
     @classmethod
     def parse(cls, table: str, columns: str) -> Layout:
         renames: dict[str, str] = {}
@@ -47,6 +62,12 @@ class Layout:
 
 def _identifier(name: str) -> bool:
     return bool(name) and name.replace("_", "a").isalnum() and not name[0].isdigit()
+
+
+def migration_script(migrations: list[tuple[int, str, str]]) -> str:
+    """Numbered migrations as one SQL script, for a DBA to read or apply by hand."""
+    return "\n".join(f"-- {version}: {description}\n{sql};"
+                     for version, description, sql in migrations)
 
 
 def version_of(record: dict[str, Any]) -> tuple[int, str]:

@@ -10,7 +10,14 @@ from typing import Any
 import asyncpg
 
 from processors import errors
-from streams.catalog import COLUMNS, JSON_COLUMNS, MIGRATIONS_TABLE, Layout, latest_per_book
+from streams.catalog import (
+    COLUMNS,
+    JSON_COLUMNS,
+    MIGRATIONS_TABLE,
+    Layout,
+    latest_per_book,
+    migration_script,
+)
 from streams.settings import ConfigError
 
 # Errors after which the same write may succeed later: the database is down, restarting,
@@ -86,7 +93,7 @@ class PostgresCatalog:
         return self._pool
 
     def migration_sql(self) -> str:
-        return "\n".join(f"-- {v}: {d}\n{sql};" for v, d, sql in migrations(self.layout))
+        return migration_script(migrations(self.layout))
 
     async def migrate(self) -> list[str]:
         applied: list[str] = []
@@ -122,13 +129,9 @@ class PostgresCatalog:
         except (errors.TransientError, *_UNAVAILABLE) as exc:
             raise ConfigError(f"CATALOG_URL: the catalog database is not reachable ({exc})"
                               ) from None
-        present = {r["column_name"] for r in rows}
-        missing = [self.layout.column(n) for n in (*COLUMNS, "updated_at")
-                   if self.layout.column(n) not in present]
-        if missing:
-            raise ConfigError(f"CATALOG_URL: table {self.layout.table!r} lacks columns "
-                              f"{', '.join(missing)} (run `covers catalog migrate`, or map "
-                              "them with CATALOG_COLUMNS)")
+        problem = self.layout.column_problem({r["column_name"] for r in rows})
+        if problem:
+            raise ConfigError(problem)
 
     async def upsert_many(self, records: Sequence[dict[str, Any]]) -> int:
         latest = latest_per_book(records)  # one statement may not touch a row twice
@@ -143,12 +146,9 @@ class PostgresCatalog:
             raise errors.TransientError(errors.CATALOG_UNAVAILABLE, f"upsert: {exc!r}") from exc
 
     async def get(self, book_id: str) -> dict[str, Any] | None:
-        c = self.layout.column
-        columns = ", ".join(f"{c(n)} AS {n}" for n in (*COLUMNS, "updated_at"))
         try:
             pool = await self._connection_pool()
-            row = await pool.fetchrow(
-                f"SELECT {columns} FROM {self.layout.table} WHERE {c('book_id')} = $1", book_id)
+            row = await pool.fetchrow(self.layout.select_book("$1"), book_id)
         except _UNAVAILABLE as exc:
             raise errors.TransientError(errors.CATALOG_UNAVAILABLE, f"get: {exc!r}") from exc
         if row is None:

@@ -12,7 +12,14 @@ from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 from processors import errors
-from streams.catalog import COLUMNS, JSON_COLUMNS, MIGRATIONS_TABLE, Layout, latest_per_book
+from streams.catalog import (
+    COLUMNS,
+    JSON_COLUMNS,
+    MIGRATIONS_TABLE,
+    Layout,
+    latest_per_book,
+    migration_script,
+)
 from streams.settings import ConfigError
 
 T = TypeVar("T")
@@ -77,7 +84,7 @@ class SqliteCatalog:
             db.close()
 
     def migration_sql(self) -> str:
-        return "\n".join(f"-- {v}: {d}\n{sql};" for v, d, sql in migrations(self.layout))
+        return migration_script(migrations(self.layout))
 
     async def migrate(self) -> list[str]:
         return await self._run(self._migrate)
@@ -102,17 +109,13 @@ class SqliteCatalog:
         return applied
 
     async def check(self) -> None:
-        missing = await self._run(self._missing_columns)
-        if missing:
-            raise ConfigError(f"CATALOG_URL: table {self.layout.table!r} lacks columns "
-                              f"{', '.join(missing)} (run `covers catalog migrate`, or map "
-                              "them with CATALOG_COLUMNS)")
+        problem = self.layout.column_problem(await self._run(self._columns))
+        if problem:
+            raise ConfigError(problem)
 
-    def _missing_columns(self) -> list[str]:
+    def _columns(self) -> set[str]:
         with self._connect() as db:
-            present = {row[1] for row in db.execute(f"PRAGMA table_info({self.layout.table})")}
-        return [self.layout.column(n) for n in (*COLUMNS, "updated_at")
-                if self.layout.column(n) not in present]
+            return {row[1] for row in db.execute(f"PRAGMA table_info({self.layout.table})")}
 
     async def upsert_many(self, records: Sequence[dict[str, Any]]) -> int:
         rows = [{k: json.dumps(r[k]) if k in JSON_COLUMNS else r[k] for k in COLUMNS}
@@ -128,11 +131,8 @@ class SqliteCatalog:
         return await self._run(self._read, book_id)
 
     def _read(self, book_id: str) -> dict[str, Any] | None:
-        c = self.layout.column
-        columns = ", ".join(f"{c(n)} AS {n}" for n in (*COLUMNS, "updated_at"))
         with self._connect() as db:
-            row = db.execute(f"SELECT {columns} FROM {self.layout.table} "
-                             f"WHERE {c('book_id')} = ?", (book_id,)).fetchone()
+            row = db.execute(self.layout.select_book("?"), (book_id,)).fetchone()
         if row is None:
             return None
         return {k: json.loads(row[k]) if k in JSON_COLUMNS and row[k] else row[k]

@@ -51,13 +51,20 @@ class LocalStore:
         return True
 
     async def get(self, key: str, max_bytes: int | None = None) -> bytes:
-        path = self._path(key)
         try:
-            if max_bytes is not None and path.stat().st_size > max_bytes:
-                raise errors.PermanentError(errors.TOO_LARGE, f"{key} is over {max_bytes} bytes")
-            return await asyncio.to_thread(path.read_bytes)
+            data = await asyncio.to_thread(self._read, self._path(key), max_bytes)
         except FileNotFoundError:
             raise errors.PermanentError(errors.NOT_FOUND, f"no object {key}") from None
+        if data is None:
+            raise errors.PermanentError(errors.TOO_LARGE, f"{key} is over {max_bytes} bytes")
+        return data
+
+    @staticmethod
+    def _read(path: Path, max_bytes: int | None) -> bytes | None:
+        """The file's bytes; None when it is over ``max_bytes`` (checked before reading)."""
+        if max_bytes is not None and path.stat().st_size > max_bytes:
+            return None
+        return path.read_bytes()
 
     async def check(self) -> None:
         if not os.access(self.root, os.W_OK):
