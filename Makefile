@@ -36,7 +36,7 @@ lint: install
 ## Re-resolve the pins from pyproject.toml (needs the registry).
 lock:
 	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
-	.lock-venv/bin/pip install --quiet -e '.[dev]'
+	.lock-venv/bin/pip install --quiet -e '.[dev,embedded]'
 	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^book-covers' > requirements.lock
 	rm -rf .lock-venv
 

@@ -9,6 +9,7 @@ import asyncio
 import itertools
 import logging
 import os
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -110,6 +111,20 @@ def create_app(settings: Settings) -> faust.App:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
                         max(0, highwater - position))
 
+    app.monitor = metrics.faust_monitor()  # Faust's own stream, table and producer metrics
+
+    @app.page("/healthz")
+    async def healthz(web: View, request: Request) -> Response:
+        return web.json({"status": "ok"})  # the event loop answers: the process is alive
+
+    @app.page("/readyz")
+    async def readyz(web: View, request: Request) -> Response:
+        inputs = {settings.topic_book_enriched, settings.topic_cover_requested}
+        checks = {"partitions": any(tp.topic in inputs for tp in app.consumer.assignment()),
+                  **await dependencies_reachable(settings)}
+        ready = all(checks.values())
+        return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
+
     @app.page("/catalog/{book_id}/")
     @app.table_route(table=catalog, match_info="book_id")
     async def catalog_view(web: View, request: Request, book_id: str) -> Response:
@@ -137,6 +152,30 @@ async def deliver(topic: faust.TopicT, key: str | None, value: Any,
             log.warning("send to %s failed (attempt %d), retrying in %ss: %r",
                         topic.get_topic_name(), attempt, delay, exc)
             await asyncio.sleep(delay)
+
+
+async def dependencies_reachable(settings: Settings, timeout: float = 2.0) -> dict[str, bool]:
+    """Whether Redis, the object store and the catalog database answer within ``timeout``
+    (fresh connections, so a cached client cannot hide an outage)."""
+
+    async def answers(check: Callable[[], Awaitable[Any]],
+                      close: Callable[[], Awaitable[None]]) -> bool:
+        try:
+            async with asyncio.timeout(timeout):
+                result = await check()
+                return result is not False
+        except Exception:  # unreachable, refused, misconfigured: not ready, whatever the cause
+            return False
+        finally:
+            await close()
+
+    jobs = JobState(settings.redis_url, settings.job_ttl_sec)
+    store = open_store(settings)
+    catalog = open_catalog(settings.catalog_url, settings.catalog_layout)
+    redis_ok, store_ok, catalog_ok = await asyncio.gather(
+        answers(jobs.ping, jobs.close), answers(store.check, store.close),
+        answers(catalog.check, catalog.close))
+    return {"redis": redis_ok, "store": store_ok, "catalog": catalog_ok}
 
 
 def build_deps(settings: Settings) -> Deps:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import logging.config
 import os
 import signal
 import subprocess
@@ -18,12 +20,13 @@ import typer
 from aiokafka.errors import KafkaError
 from rich.console import Console
 
-from streams import embedded
+from streams import embedded, logs
 from streams.settings import ConfigError, Settings, load
 
 cli = typer.Typer(help="Book-cover stream processor.", no_args_is_help=True,
                   pretty_exceptions_enable=False)
 console = Console()
+log = logging.getLogger("covers.cli")
 
 
 @contextlib.contextmanager
@@ -49,11 +52,14 @@ def worker() -> None:
     from streams.app import create_app
 
     settings = _settings()
+    logging.config.dictConfig(logs.config(settings.log_format, settings.log_level))
     _preflight(settings)
     if settings.enable_metrics:
         _serve_metrics(settings)
     app = create_app(settings)
-    faust.Worker(app, loglevel=settings.log_level).execute_from_commandline()
+    faust.Worker(app, loglevel=settings.log_level, quiet=settings.log_format == "json",
+                 logging_config=logs.config(settings.log_format, settings.log_level),
+                 ).execute_from_commandline()
 
 
 def _serve_metrics(settings: Settings) -> None:
@@ -84,7 +90,7 @@ def _preflight(settings: Settings) -> None:
             await store.check()
             if settings.catalog_migrate:
                 for applied in await catalog.migrate():
-                    console.print(f"catalog migration applied: {applied}")
+                    log.info("catalog migration applied", extra={"migration": applied})
             await catalog.check()
         except errors.TransientError as exc:
             raise ConfigError(f"CATALOG_URL: {exc.message}") from None
@@ -106,8 +112,8 @@ def shim() -> None:
     settings = _settings()
     app = Shim(settings).app
     uvicorn.run(app, host=settings.shim_host, port=settings.shim_port,
-                log_level="warning" if settings.log_level in ("crit", "error", "warn")
-                else settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
+                log_config=logs.config(settings.log_format, settings.log_level),
+                proxy_headers=True, timeout_graceful_shutdown=10)
 
 
 @cli.command()

@@ -22,7 +22,9 @@ from faust.types.tuples import Message
 
 from streams import records
 
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+# schemas/ of the source tree, or its copy inside an installed wheel (streams/schemas).
+SCHEMA_DIR = next(d for d in (Path(__file__).resolve().parent / "schemas",
+                              Path(__file__).resolve().parent.parent / "schemas") if d.is_dir())
 CONFLUENT_MAGIC = 0  # first byte of the Confluent wire format, then a 4-byte schema id
 
 R = TypeVar("R")

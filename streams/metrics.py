@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import functools
+
+from faust.sensors.prometheus import FaustMetrics, PrometheusMonitor
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
 _SECONDS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 60)
 _BYTES = tuple(float(2 ** n) for n in range(10, 28, 2))  # 1 KiB .. 128 MiB
@@ -50,3 +53,10 @@ SHIM_LATENCY = Histogram(
     "shim_request_duration_seconds", "Time to answer a shim request", ["route"])
 SHIM_PUBLISH_FAILURES = Counter(
     "shim_publish_failures_total", "Requests refused with 503 because the broker did not ack")
+
+
+@functools.cache
+def faust_monitor() -> PrometheusMonitor:
+    """Faust's sensor (``faust_*``: messages, events, table operations, sends, rebalances),
+    registered once per process with a fixed prefix, whatever the app id."""
+    return PrometheusMonitor(metrics=FaustMetrics.create(REGISTRY, "faust"))

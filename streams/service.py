@@ -115,12 +115,15 @@ async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
             raise errors.PermanentError(errors.UNDECODABLE_EVENT, value.reason)
         job = job_for(value)
         if job is None:
-            log.info("no cover url: book_id=%s", value.book_id)
+            log.info("no cover url, skipped", extra={"book_id": value.book_id,
+                                                     "stage": "skipped"})
             return "skipped"
+        _log_job(job, "received", "job received", url=job.image_url, topic=source.topic,
+                 partition=source.partition, offset=source.offset)
         preset = _preset(job, deps.presets)
         current = table.get(job.book_id)
         if _already_done(current, job, preset):
-            log.info("already done: job_id=%s book_id=%s", job.job_id, job.book_id)
+            _log_job(job, "duplicate", "already done, nothing to do")
             await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
                                 outputs=current["renditions"])
             return "duplicate"
@@ -131,13 +134,12 @@ async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
         if current is None or version_of(row) > version_of(current):
             table[job.book_id] = row  # the changelog carries it to the catalog database
         else:
-            log.info("newer cover already in the catalog: job_id=%s book_id=%s", job.job_id,
-                     job.book_id)
+            _log_job(job, "catalog", "a newer cover is already in the catalog")
         await outputs.processed(job.book_id, processed)
         await finish(deps, job, "done", attempts=processed.attempts,
                      outputs=row["renditions"], placeholder=row["placeholder"])
-        log.info("done: job_id=%s book_id=%s timings_ms=%s", job.job_id, job.book_id,
-                 processed.timings_ms)
+        _log_job(job, "done", "job done", duration_ms=round(sum(processed.timings_ms.values()), 2),
+                 timings_ms=processed.timings_ms)
         return "processed"
     except Exception as exc:  # every failure is routed; nothing escapes the agent loop
         error = exc if isinstance(exc, errors.CoverError) else errors.PermanentError(
@@ -153,17 +155,24 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
     started = time.perf_counter()
     fetched = await deps.fetcher.fetch(job.image_url)
     timings["fetch"] = _ms_since(started)
+    _log_job(job, "fetch", "source fetched", duration_ms=timings["fetch"],
+             bytes=len(fetched.data))
 
     started = time.perf_counter()
     loop = asyncio.get_running_loop()
     result: RenderResult = await loop.run_in_executor(
         deps.render_pool, render, fetched.data, preset, deps.limits)
     timings["render"] = _ms_since(started)
+    _log_job(job, "render", "renditions rendered", duration_ms=timings["render"],
+             source=f"{result.source_width}x{result.source_height} {result.source_format}",
+             renditions=len(result.renditions))
 
     started = time.perf_counter()
     renditions, urls_expire_at = await store_renditions(job, preset, fetched, result,
                                                         deps.store)
     timings["store"] = _ms_since(started)
+    _log_job(job, "store", "renditions stored", duration_ms=timings["store"],
+             keys=[r.key for r in renditions])
     _observe(preset, fetched, result, {"fetch": timings["fetch"], **result.timings_ms,
                                        "store": timings["store"]})
     return records.CoverProcessed(
@@ -251,8 +260,10 @@ async def _dead_letter(error: errors.CoverError, job: records.CoverJob | None, s
         source_partition=source.partition, source_offset=source.offset,
         original_key=source.key, original_value=source.value, worker_version=__version__)
     metrics.DEAD_LETTERS.labels(error.code).inc()
-    log.warning("dead letter: job_id=%s book_id=%s code=%s message=%s",
-                record.job_id, book_id, error.code, error.message)
+    log.warning("dead letter", extra={
+        "job_id": record.job_id, "book_id": book_id, "stage": "dead_letter",
+        "reason": error.code, "error": error.message, "transient": error.transient,
+        "topic": source.topic, "partition": source.partition, "offset": source.offset})
     await outputs.dead_letter(book_id, record)
     if job is not None:
         await finish(deps, job, "failed", attempts=record.attempts,
@@ -267,6 +278,12 @@ async def finish(deps: Deps, job: records.CoverJob, state: str, **fields: Any) -
         deps.webhooks.notify(job.callback_url, view(job.job_id, {
             "book_id": job.book_id, "state": state,
             "updated_at": records.utcnow().isoformat(), **fields}))
+
+
+def _log_job(job: records.CoverJob, stage: str, message: str, **fields: Any) -> None:
+    """One step of a job's lifecycle; the fields become keys of the JSON log line."""
+    log.info(message, extra={"job_id": job.job_id, "book_id": job.book_id, "stage": stage,
+                             **fields})
 
 
 @contextlib.contextmanager

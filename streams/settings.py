@@ -89,6 +89,7 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9091, ge=1, le=65535, description="Prometheus /metrics")
     metrics_host: str = Field("0.0.0.0", description="address the metrics server binds")
     log_level: str = "info"
+    log_format: Literal["json", "text"] = Field("json", description="json: one object a line")
 
     @field_validator("kafka_brokers")
     @classmethod

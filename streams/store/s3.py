@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -28,29 +29,34 @@ class S3Store:
         self._settings = settings
         self._client: Any = None
         self._exit: Any = None
+        self._opening = asyncio.Lock()  # a job's renditions upload at once: open one client
 
     async def _s3(self) -> Any:
         """The client, opened on first use once the bucket is known to be there."""
-        if self._client is None:
-            s = self._settings
-            style = s.s3_addressing_style or ("path" if s.s3_endpoint else "auto")  # MinIO: path
-            kwargs: dict[str, Any] = {"region_name": s.s3_region,
-                                      "config": Config(s3={"addressing_style": style},
-                                                       retries={"max_attempts": 3})}
-            if s.s3_endpoint:
-                kwargs["endpoint_url"] = s.s3_endpoint
-            if s.s3_access_key_id:  # otherwise the standard AWS chain (env, profile, IRSA)
-                kwargs["aws_access_key_id"] = s.s3_access_key_id
-                kwargs["aws_secret_access_key"] = s.s3_secret_access_key
-            ctx = get_session().create_client("s3", **kwargs)
-            client = await ctx.__aenter__()
-            try:
-                await self._ensure_bucket(client)
-            except BaseException:
-                await ctx.__aexit__(None, None, None)
-                raise
-            self._client, self._exit = client, ctx.__aexit__
+        async with self._opening:
+            if self._client is None:
+                await self._open()
         return self._client
+
+    async def _open(self) -> None:
+        s = self._settings
+        style = s.s3_addressing_style or ("path" if s.s3_endpoint else "auto")  # MinIO: path
+        kwargs: dict[str, Any] = {"region_name": s.s3_region,
+                                  "config": Config(s3={"addressing_style": style},
+                                                   retries={"max_attempts": 3})}
+        if s.s3_endpoint:
+            kwargs["endpoint_url"] = s.s3_endpoint
+        if s.s3_access_key_id:  # otherwise the standard AWS chain (env, profile, IRSA)
+            kwargs["aws_access_key_id"] = s.s3_access_key_id
+            kwargs["aws_secret_access_key"] = s.s3_secret_access_key
+        ctx = get_session().create_client("s3", **kwargs)
+        client = await ctx.__aenter__()
+        try:
+            await self._ensure_bucket(client)
+        except BaseException:
+            await ctx.__aexit__(None, None, None)
+            raise
+        self._client, self._exit = client, ctx.__aexit__
 
     async def _ensure_bucket(self, client: Any) -> None:
         try:

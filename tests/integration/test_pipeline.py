@@ -9,7 +9,8 @@ import uuid
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.error import HTTPError
+from urllib.parse import parse_qsl, urlsplit
 from urllib.request import urlopen
 
 import pytest
@@ -172,7 +173,39 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
 
     wait_until(lambda: len(lags()) == 4, 15, "the consumer lag of both input topics' partitions")
     assert set(lags().values()) == {0}
+    # Faust's own sensor shares the endpoint: every input was received and acked.
+    assert scraped["faust_messages_received_total"] >= len(books) + 1
+    assert scraped["faust_total_events_total"] >= len(books) + 1
+    assert scraped["faust_active_messages"] == 0
+
+    # Probes: alive, and ready (partitions assigned, Redis, the store and the catalog answer).
+    assert _get_json(worker.web_url("/healthz")) == (200, {"status": "ok"})
+    assert _get_json(worker.web_url("/readyz")) == (200, {"ready": True, "checks": {
+        "partitions": True, "redis": True, "store": True, "catalog": True}})
     assert worker.stop() == 0, worker.log()[-3000:]
+
+    # Logs: one JSON object a line; each job's lifecycle, step by step; no URL signatures.
+    log_text = worker.log()
+    entries = [json.loads(line) for line in log_text.splitlines() if line.strip()]
+    assert [e for e in entries if e["level"] in ("error", "critical")] == []
+    for event in processed:
+        steps = [e for e in entries if e.get("job_id") == event.job_id]
+        assert [e["stage"] for e in steps] == ["received", "fetch", "render", "store", "done"]
+        assert all(e["book_id"] == event.book_id and e["level"] == "info" for e in steps)
+        assert all(e["duration_ms"] > 0 for e in steps[1:])
+        for rendition in event.renditions:
+            signature = dict(parse_qsl(urlsplit(rendition.url).query)).get("X-Amz-Signature")
+            assert signature is None or signature not in log_text
+    dead_logged = {e["book_id"]: e["reason"] for e in entries if e.get("stage") == "dead_letter"}
+    assert dead_logged == reasons
+
+
+def _get_json(url: str) -> tuple[int, Any]:
+    try:
+        with urlopen(url, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except HTTPError as exc:
+        return exc.code, json.loads(exc.read())
 
 
 async def test_cover_requests_with_presets_and_custom_outputs(

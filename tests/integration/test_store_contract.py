@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import os
 import subprocess
 import sys
@@ -48,6 +50,17 @@ async def test_replaying_a_put_does_not_write_again(store: ObjectStore) -> None:
     second = await store.put(key, b"RIFFxxxxWEBP", "image/webp", {})
     assert first.created and not second.created
     assert first.key == second.key
+
+
+async def test_concurrent_first_puts_share_one_connection(store: ObjectStore) -> None:
+    # A job's renditions upload side by side on a fresh store. Each extra client opened by the
+    # race would be left unclosed: a ResourceWarning, which this suite turns into a failure.
+    keys = [object_key("B5", "ef" * 32, "cover", "1", name, "jpg") for name in "abcd"]
+    stored = await asyncio.gather(*(store.put(k, b"\xff\xd8\xff" + k.encode(), "image/jpeg", {})
+                                    for k in keys))
+    assert [s.key for s in stored] == keys
+    assert [await store.get(k) for k in keys] == [b"\xff\xd8\xff" + k.encode() for k in keys]
+    gc.collect()
 
 
 async def test_missing_object_is_not_found(store: ObjectStore) -> None:
