@@ -52,7 +52,7 @@ def create_app(settings: Settings) -> faust.App:
         web_enabled=settings.worker_web_port > 0,
         web_port=settings.worker_web_port or 6066,
         web_bind=settings.worker_web_host,
-        web_host=settings.worker_web_host,
+        web_host=settings.worker_web_advertised_host or settings.worker_web_host,
         datadir=settings.worker_data_dir,
         version=1,
     )

@@ -117,6 +117,26 @@ def shim() -> None:
 
 
 @cli.command()
+def healthcheck(
+    url: Annotated[str, typer.Option(help="Probe URL; default: the worker's /healthz")] = "",
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 3,
+) -> None:
+    """Exit 0 when the probe answers 200, 1 otherwise (the container image's HEALTHCHECK)."""
+    from urllib.error import URLError
+    from urllib.request import urlopen
+
+    settings = _settings()
+    url = url or f"http://127.0.0.1:{settings.worker_web_port}/healthz"
+    try:
+        with urlopen(url, timeout=timeout) as resp:
+            ok = resp.status == 200
+    except (URLError, OSError) as exc:
+        console.print(f"[red]{url}: {exc}")
+        raise typer.Exit(1) from None
+    raise typer.Exit(0 if ok else 1)
+
+
+@cli.command()
 def broker(port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9092) -> None:
     """Run the embedded Kafka-compatible broker alone (memory only) until Ctrl-C."""
     workdir = Path(tempfile.mkdtemp(prefix="covers-broker-"))

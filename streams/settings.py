@@ -36,7 +36,9 @@ class Settings(BaseSettings):
     kafka_idempotence: bool = Field(False, description="Needs a broker with InitProducerId")
     kafka_session_timeout_sec: int = Field(30, ge=3, le=600)
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 = no web server")
-    worker_web_host: str = "127.0.0.1"
+    worker_web_host: str = Field("127.0.0.1", description="address the worker's web server binds")
+    worker_web_advertised_host: str = Field(
+        "", description="host other workers reach this one at (the pod IP); empty = bind host")
     worker_data_dir: str = Field("data/faust", description="Faust's local state directory")
 
     # --- Fetching ---

@@ -1,6 +1,8 @@
+from pathlib import Path
+
 import pytest
 
-from streams.settings import ConfigError, load
+from streams.settings import ConfigError, Settings, load
 
 
 def test_defaults_follow_the_seed() -> None:
@@ -40,3 +42,11 @@ def test_bad_storage_url(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("STORAGE_URL", "ftp://somewhere")
     with pytest.raises(ConfigError, match="STORAGE_URL"):
         load()
+
+
+def test_every_variable_is_documented_in_the_readme() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):]
+    missing = [name.upper() for name in Settings.model_fields
+               if f"`{name.upper()}`" not in table]
+    assert missing == []
