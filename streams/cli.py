@@ -122,7 +122,7 @@ def healthcheck(
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the answer")] = 3,
 ) -> None:
     """Exit 0 when the probe answers 200, 1 otherwise (the container image's HEALTHCHECK)."""
-    from urllib.error import URLError
+    from urllib.error import HTTPError, URLError
     from urllib.request import urlopen
 
     settings = _settings()
@@ -130,6 +130,10 @@ def healthcheck(
     try:
         with urlopen(url, timeout=timeout) as resp:
             ok = resp.status == 200
+    except HTTPError as exc:  # answered, but not 200
+        exc.close()
+        console.print(f"[red]{url}: {exc.code}")
+        raise typer.Exit(1) from None
     except (URLError, OSError) as exc:
         console.print(f"[red]{url}: {exc}")
         raise typer.Exit(1) from None

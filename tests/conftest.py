@@ -4,6 +4,7 @@ per session; every test gets fresh topic names, app id, bucket and directories."
 from __future__ import annotations
 
 import http.server
+import json
 import os
 import signal
 import subprocess
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -158,6 +160,11 @@ class Worker:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def log_entries(self, **match: object) -> list[dict[str, Any]]:
+        """The worker's JSON log lines whose fields equal ``match``."""
+        entries = [json.loads(line) for line in self.log().splitlines() if line.startswith("{")]
+        return [e for e in entries if all(e.get(k) == v for k, v in match.items())]
 
     def web_url(self, path: str) -> str:
         return f"http://{embedded.LOOPBACK}:{self.env['WORKER_WEB_PORT']}{path}"

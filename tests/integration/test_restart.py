@@ -59,7 +59,7 @@ async def test_restart_recovers_table_and_skips_done_work(
     assert dead_after == []
     assert sorted(p.book_id for p in processed_after) == sorted(
         [b.book_id for b in first] + [fresh.book_id])  # the three old ones once each
-    wait_until(lambda: restarted.log().count("already done:") >= 3, 20,
+    wait_until(lambda: len(restarted.log_entries(stage="duplicate")) >= 3, 20,
                "the duplicates to be logged as already done")
     objects_after = sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file())
     assert len(objects_after) == len(objects_before) + 6  # 3 renditions + 3 sidecars, new book
