@@ -6,10 +6,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import os
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from faust.web import Request, Response, View
 from processors import render
 from processors.presets import load_presets
 from processors.spec import Limits
-from streams import codec, metrics, records
+from streams import codec, metrics, records, retry
 from streams.catalog import open_catalog
 from streams.catalog.sink import ChangelogSink
 from streams.fetch import make_fetcher
@@ -54,6 +56,8 @@ def create_app(settings: Settings) -> faust.App:
         web_bind=settings.worker_web_host,
         web_host=settings.worker_web_advertised_host or settings.worker_web_host,
         datadir=settings.worker_data_dir,
+        # A retry tier's agent may wait its whole delay on one event: not a stuck commit.
+        broker_commit_livelock_soft_timeout=max((*settings.retry_delays, 0)) + 300,
         version=1,
     )
 
@@ -61,10 +65,13 @@ def create_app(settings: Settings) -> faust.App:
         # internal=True: the worker declares the topic, with the partitions the table needs.
         return app.topic(*names, partitions=settings.topic_partitions, internal=True, **kwargs)
 
+    # Retries carry the input's bytes unchanged and name its topic in a header, so one schema
+    # decodes the inputs and every retry tier.
+    input_schema = codec.InputSchema({settings.topic_book_enriched: codec.BOOK_ENRICHED,
+                                      settings.topic_cover_requested: codec.COVER_REQUESTED})
     inputs = topic(settings.topic_book_enriched, settings.topic_cover_requested,
-                   schema=codec.InputSchema({
-                       settings.topic_book_enriched: codec.BOOK_ENRICHED,
-                       settings.topic_cover_requested: codec.COVER_REQUESTED}))
+                   schema=input_schema)
+    retry_topics = [topic(name, schema=input_schema) for name in settings.retry_topics]
     processed_topic = topic(settings.topic_cover_processed, key_serializer="raw",
                             value_serializer=codec.FaustCodec(codec.COVER_PROCESSED))
     dead_letter_topic = topic(settings.topic_dead_letter, key_serializer="raw",
@@ -77,21 +84,38 @@ def create_app(settings: Settings) -> faust.App:
         async def processed(self, key: str, record: records.CoverProcessed) -> None:
             await deliver(processed_topic, key, record)
 
-        async def dead_letter(self, key: str | None, record: records.CoverDeadLetter) -> None:
-            await deliver(dead_letter_topic, key, record)
+        async def dead_letter(self, key: str | None, record: records.CoverDeadLetter,
+                              headers: retry.Headers = ()) -> None:
+            await deliver(dead_letter_topic, key, record, headers=headers)
+
+        async def retry(self, tier: int, key: bytes | None, value: bytes | None,
+                        headers: retry.Headers) -> None:
+            await deliver(retry_topics[tier - 1], key, value, headers=headers)
+
+    outputs = KafkaOutputs()
+    shared = SharedDeps(settings)
 
     @app.agent(inputs)
     async def covers(stream: faust.StreamT[Any]) -> None:
-        deps = build_deps(settings)
-        outputs = KafkaOutputs()
-        try:
+        async with shared.use() as deps:
             async for event in stream.events():
-                msg = event.message
-                source = Source(msg.topic, msg.partition, msg.offset, msg.key, msg.value,
-                                msg.timestamp)
-                await handle(event.value, source, deps, outputs, catalog)
-        finally:
-            await deps.close()
+                await handle(event.value, source_of(event.message), deps, outputs, catalog)
+
+    def retry_agent(tier: int) -> Callable[[faust.StreamT[Any]], Awaitable[None]]:
+        async def run(stream: faust.StreamT[Any]) -> None:
+            async with shared.use() as deps:
+                async for event in stream.events():
+                    source = source_of(event.message)
+                    due = retry.history(source.headers, source.topic, source.partition,
+                                        source.offset, source.timestamp).due
+                    if await _wait_until(app, due):
+                        await handle(event.value, source, deps, outputs, catalog)
+                    else:  # a rebalance or a stop: hand the event back, unchanged, and let go
+                        await outputs.retry(tier, source.key, source.value, source.headers)
+        return run
+
+    for tier, retry_topic in enumerate(retry_topics, 1):
+        app.agent(retry_topic, name=f"covers.retry_{tier}")(retry_agent(tier))
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def catalog_sink() -> None:
@@ -136,22 +160,61 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-async def deliver(topic: faust.TopicT, key: str | None, value: Any,
-                  delays: tuple[float, ...] = SEND_RETRY_DELAYS) -> None:
+async def deliver(topic: faust.TopicT, key: str | bytes | None, value: Any,
+                  delays: tuple[float, ...] = SEND_RETRY_DELAYS,
+                  headers: retry.Headers = ()) -> None:
     """Send and wait for the broker's ack, retrying for as long as it takes: the input event
     stays uncommitted meanwhile (aiokafka's flush does not raise for failed batches), and
     giving up would let Faust ack an input whose outcome was never written. A stop cancels the
     wait, and the unacked input is read again after the restart."""
-    raw_key = key.encode() if key is not None else None
+    raw_key = key.encode() if isinstance(key, str) else key
     for attempt, delay in enumerate(itertools.chain(delays, itertools.repeat(delays[-1])), 1):
         try:
-            pending = await topic.send(key=raw_key, value=value)
+            pending = await topic.send(key=raw_key, value=value, headers=list(headers) or None)
             await pending
             return
         except Exception as exc:
             log.warning("send to %s failed (attempt %d), retrying in %ss: %r",
                         topic.get_topic_name(), attempt, delay, exc)
             await asyncio.sleep(delay)
+
+
+def source_of(message: Any) -> Source:
+    """Where an event came from, with its raw bytes and headers (for retries and dead letters)."""
+    return Source(message.topic, message.partition, message.offset, message.key, message.value,
+                  message.timestamp, retry.normalize(message.headers))
+
+
+async def _wait_until(app: faust.App, due: float | None, step: float = 0.5) -> bool:
+    """Sleep until ``due`` (epoch seconds); False as soon as the worker stops or rebalances,
+    so a retry waiting for its time never holds up either."""
+    while due is not None and (left := due - time.time()) > 0:
+        if app.rebalancing or app.should_stop:
+            return False
+        await asyncio.sleep(min(step, left))
+    return not app.should_stop
+
+
+class SharedDeps:
+    """One set of dependencies for every agent, opened by the first and closed by the last."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.deps: Deps | None = None
+        self.users = 0
+
+    @contextlib.asynccontextmanager
+    async def use(self) -> AsyncIterator[Deps]:
+        if self.deps is None:
+            self.deps = build_deps(self.settings)
+        self.users += 1
+        try:
+            yield self.deps
+        finally:
+            self.users -= 1
+            if self.users == 0 and self.deps is not None:
+                deps, self.deps = self.deps, None
+                await deps.close()
 
 
 async def dependencies_reachable(settings: Settings, timeout: float = 2.0) -> dict[str, bool]:
@@ -195,4 +258,6 @@ def build_deps(settings: Settings) -> Deps:
                       max_memory_mb=settings.max_decode_memory_mb),
         presets=load_presets(settings.presets_file or None),
         webhooks=Webhooks(fetcher, settings.webhook_secret),
+        retry_delays=settings.retry_delays,
+        group=settings.app_id,
     )

@@ -20,7 +20,7 @@ import faust
 from faust.types import AppT
 from faust.types.tuples import Message
 
-from streams import records
+from streams import records, retry
 
 # schemas/ of the source tree, or its copy inside an installed wheel (streams/schemas).
 SCHEMA_DIR = next(d for d in (Path(__file__).resolve().parent / "schemas",
@@ -167,7 +167,7 @@ class InputSchema(faust.Schema):  # type: ignore[type-arg]
 
     def loads_value(self, app: AppT, message: Message, *, loads: Any = None,
                     serializer: Any = None) -> Any:
-        codec = self.codecs_by_topic.get(message.topic)
+        codec = self.codecs_by_topic.get(retry.original_topic(message.headers, message.topic))
         if codec is None:
             return records.Undecodable(f"no codec for topic {message.topic!r}")
         if message.value is None:

@@ -23,8 +23,11 @@ IMAGE_COMPRESSED_SIZE = Histogram(
     "image_compressed_size_bytes", "Bytes of each rendition", ["preset", "variant"],
     buckets=_BYTES)
 JOBS = Counter(
-    "cover_jobs_total", "Inputs by outcome (processed, duplicate, skipped, dead_letter) and "
-    "reason code", ["outcome", "reason"])
+    "cover_jobs_total", "Inputs by outcome (processed, duplicate, skipped, retry, dead_letter) "
+    "and reason code", ["outcome", "reason"])
+RETRIES = Counter(
+    "cover_retries_total", "Inputs sent to a retry tier, by tier (= failed attempts) and reason",
+    ["tier", "reason"])
 DEAD_LETTERS = Counter("cover_dead_letters_total", "Dead letters by reason code", ["reason"])
 STAGE_DURATION = Histogram(
     "cover_stage_duration_seconds", "Time per stage: fetch, decode, render, encode, store",

@@ -20,6 +20,7 @@ class BookEnriched:
     preset: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     outputs: str | None = None  # JSON array of rendition specs; replaces the preset
+    force: bool = False  # process again even if this URL and preset version are done
 
 
 @dataclass(frozen=True)
@@ -31,6 +32,7 @@ class CoverRequested:
     callback_url: str | None = None
     requested_at: datetime | None = None
     outputs: str | None = None  # JSON array of rendition specs; replaces the preset
+    force: bool = False
 
 
 @dataclass(frozen=True)
@@ -88,6 +90,14 @@ class CoverDeadLetter:
     original_key: bytes | None = None
     original_value: bytes | None = None
     worker_version: str = ""
+    original_headers: tuple[Header, ...] = ()
+    original_timestamp: datetime | None = None
+
+
+@dataclass(frozen=True)
+class Header:
+    key: str
+    value: bytes | None = None
 
 
 @dataclass(frozen=True)
@@ -107,3 +117,4 @@ class CoverJob:
     preset: str | None = None
     callback_url: str | None = None
     outputs: str | None = None
+    force: bool = False

@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import Executor
 from dataclasses import asdict, dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from processors import errors
 from processors.render import RenderResult, render
 from processors.spec import Limits, Preset, SpecError, parse_outputs
-from streams import __version__, metrics, records
+from streams import __version__, metrics, records, retry
 from streams.catalog import version_of
 from streams.fetch import Fetched, Fetcher
 from streams.jobstate import JobState, view
@@ -28,6 +28,8 @@ from streams.store import ObjectStore, object_key
 from streams.webhooks import Webhooks
 
 log = logging.getLogger("covers.service")
+
+MAX_RETRY_AFTER = 3600.0  # the longest wait an origin's Retry-After header can ask for
 
 
 @dataclass(frozen=True)
@@ -40,6 +42,7 @@ class Source:
     key: bytes | None
     value: bytes | None
     timestamp: float | None = None  # the input's Kafka timestamp (s): orders a book's covers
+    headers: retry.Headers = ()
 
 
 class CoverTable(Protocol):
@@ -55,7 +58,13 @@ class Outputs(Protocol):
 
     async def processed(self, key: str, record: records.CoverProcessed) -> None: ...
 
-    async def dead_letter(self, key: str | None, record: records.CoverDeadLetter) -> None: ...
+    async def dead_letter(self, key: str | None, record: records.CoverDeadLetter,
+                          headers: retry.Headers = ()) -> None: ...
+
+    async def retry(self, tier: int, key: bytes | None, value: bytes | None,
+                    headers: retry.Headers) -> None:
+        """The input's bytes to retry tier ``tier`` (1-based)."""
+        ...
 
 
 @dataclass
@@ -67,6 +76,8 @@ class Deps:
     limits: Limits
     presets: dict[str, Preset]
     webhooks: Webhooks | None = None
+    retry_delays: tuple[float, ...] = ()  # seconds before each retry tier; () = no retries
+    group: str = ""  # the consumer group, for the dead letters' headers
 
     async def close(self) -> None:
         if self.webhooks is not None:
@@ -94,22 +105,23 @@ def job_for(value: records.BookEnriched | records.CoverRequested) -> records.Cov
 
 async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
                  table: CoverTable) -> str:
-    """Process one decoded input; returns the outcome: "processed", "duplicate", "skipped" or a
-    dead letter's reason code. Never raises."""
+    """Process one decoded input; returns the outcome: "processed", "duplicate", "skipped",
+    "retry" or a dead letter's reason code. Never raises."""
     metrics.IN_FLIGHT.inc()
     try:
-        outcome = await _handle(value, source, deps, outputs, table)
+        outcome, reason = await _handle(value, source, deps, outputs, table)
     finally:
         metrics.IN_FLIGHT.dec()
-    kind = outcome if outcome in ("processed", "duplicate", "skipped") else "dead_letter"
-    metrics.JOBS.labels(kind, "" if kind != "dead_letter" else outcome).inc()
-    return outcome
+    metrics.JOBS.labels(outcome, reason).inc()
+    return reason if outcome == "dead_letter" else outcome
 
 
 async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
-                  table: CoverTable) -> str:
+                  table: CoverTable) -> tuple[str, str]:
     job: records.CoverJob | None = None
-    first_failure = records.utcnow()
+    past = retry.history(source.headers, source.topic, source.partition, source.offset,
+                         source.timestamp)
+    attempt = past.attempts + 1
     try:
         if isinstance(value, records.Undecodable):
             raise errors.PermanentError(errors.UNDECODABLE_EVENT, value.reason)
@@ -117,39 +129,48 @@ async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
         if job is None:
             log.info("no cover url, skipped", extra={"book_id": value.book_id,
                                                      "stage": "skipped"})
-            return "skipped"
+            return "skipped", ""
         _log_job(job, "received", "job received", url=job.image_url, topic=source.topic,
-                 partition=source.partition, offset=source.offset)
+                 partition=source.partition, offset=source.offset, attempt=attempt)
         preset = _preset(job, deps.presets)
         current = table.get(job.book_id)
-        if _already_done(current, job, preset):
+        if not job.force and _already_done(current, job, preset):
             _log_job(job, "duplicate", "already done, nothing to do")
             await deps.jobs.set(job.job_id, "done", book_id=job.book_id,
                                 outputs=current["renditions"])
-            return "duplicate"
-        await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=1)
+            return "duplicate", ""
+        await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=attempt)
         with _timed(preset):
-            processed = await process(job, preset, deps)
-        row = catalog_record(processed, source.timestamp)
-        if current is None or version_of(row) > version_of(current):
+            processed = await process(job, preset, deps, attempt)
+        row = catalog_record(processed, past.timestamp)
+        if current is None or version_of(row) > version_of(current) or (
+                job.force and version_of(row) == version_of(current)):
             table[job.book_id] = row  # the changelog carries it to the catalog database
         else:
             _log_job(job, "catalog", "a newer cover is already in the catalog")
         await outputs.processed(job.book_id, processed)
-        await finish(deps, job, "done", attempts=processed.attempts,
-                     outputs=row["renditions"], placeholder=row["placeholder"])
+        await finish(deps, job, "done", attempts=attempt, outputs=row["renditions"],
+                     placeholder=row["placeholder"])
         _log_job(job, "done", "job done", duration_ms=round(sum(processed.timings_ms.values()), 2),
-                 timings_ms=processed.timings_ms)
-        return "processed"
+                 timings_ms=processed.timings_ms, attempt=attempt)
+        return "processed", ""
     except Exception as exc:  # every failure is routed; nothing escapes the agent loop
         error = exc if isinstance(exc, errors.CoverError) else errors.PermanentError(
             errors.INTERNAL_ERROR, repr(exc))
         if not isinstance(exc, errors.CoverError):
-            log.exception("unexpected failure: source=%s", source)
-        return await _dead_letter(error, job, source, first_failure, deps, outputs)
+            log.exception("unexpected failure", extra={"topic": source.topic,
+                                                       "partition": source.partition,
+                                                       "offset": source.offset})
+        first_failure = past.first_failure or records.utcnow()
+        if job is not None and error.transient and attempt <= len(deps.retry_delays):
+            await _retry(error, job, source, past, attempt, first_failure, deps, outputs)
+            return "retry", error.code
+        await _dead_letter(error, job, source, past, attempt, first_failure, deps, outputs)
+        return "dead_letter", error.code
 
 
-async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.CoverProcessed:
+async def process(job: records.CoverJob, preset: Preset, deps: Deps,
+                  attempt: int = 1) -> records.CoverProcessed:
     """Fetch, render and store one cover; raises CoverError."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -184,7 +205,7 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps) -> records.
         placeholder=records.Placeholder(dominant_color=result.placeholder.dominant_color,
                                         lqip=result.placeholder.lqip,
                                         blurhash=result.placeholder.blurhash),
-        processed_at=records.utcnow(), timings_ms=timings, attempts=1,
+        processed_at=records.utcnow(), timings_ms=timings, attempts=attempt,
         urls_expire_at=urls_expire_at)
 
 
@@ -249,26 +270,51 @@ def _already_done(current: Any, job: records.CoverJob, preset: Preset) -> bool:
     ) and (job.job_id.startswith("be-") or current.get("job_id") == job.job_id)
 
 
+async def _retry(error: errors.CoverError, job: records.CoverJob, source: Source,
+                 past: retry.History, attempt: int, first_failure: datetime, deps: Deps,
+                 outputs: Outputs) -> None:
+    """Re-publish the input, bytes unchanged, to the retry tier of this attempt."""
+    delay = deps.retry_delays[attempt - 1]
+    hint = getattr(error, "retry_after", None)  # an origin's Retry-After may ask for longer
+    due = time.time() + max(delay, min(hint or 0, MAX_RETRY_AFTER))
+    headers = retry.retry_headers(past, attempt, first_failure, due, error.code,
+                                  retry.user_headers(source.headers))
+    metrics.RETRIES.labels(str(attempt), error.code).inc()
+    _log_job(job, "retry", "transient failure, retrying later", reason=error.code,
+             error=error.message, attempt=attempt, delay_sec=round(due - time.time(), 1))
+    await outputs.retry(attempt, source.key, source.value, headers)
+    await deps.jobs.set(job.job_id, "retrying", book_id=job.book_id, attempts=attempt,
+                        error={"code": error.code, "message": error.message},
+                        next_attempt_at=datetime.fromtimestamp(due, UTC).isoformat())
+
+
 async def _dead_letter(error: errors.CoverError, job: records.CoverJob | None, source: Source,
-                       first_failure: datetime, deps: Deps, outputs: Outputs) -> str:
+                       past: retry.History, attempt: int, first_failure: datetime, deps: Deps,
+                       outputs: Outputs) -> None:
     book_id = job.book_id if job else (source.key.decode(errors="replace") if source.key else None)
+    own_headers = retry.user_headers(source.headers)
     record = records.CoverDeadLetter(
         job_id=job.job_id if job else None, book_id=book_id, reason_code=error.code,
         error_class=type(error).__name__, message=error.message[:2000],
-        transient=error.transient, attempts=1, first_failure_at=first_failure,
-        last_failure_at=records.utcnow(), source_topic=source.topic,
-        source_partition=source.partition, source_offset=source.offset,
-        original_key=source.key, original_value=source.value, worker_version=__version__)
+        transient=error.transient, attempts=attempt, first_failure_at=first_failure,
+        last_failure_at=records.utcnow(), source_topic=past.topic,
+        source_partition=past.partition, source_offset=past.offset,
+        original_key=source.key, original_value=source.value, worker_version=__version__,
+        original_headers=tuple(records.Header(k, v) for k, v in own_headers),
+        original_timestamp=(datetime.fromtimestamp(past.timestamp, UTC)
+                            if past.timestamp is not None else None))
     metrics.DEAD_LETTERS.labels(error.code).inc()
     log.warning("dead letter", extra={
         "job_id": record.job_id, "book_id": book_id, "stage": "dead_letter",
         "reason": error.code, "error": error.message, "transient": error.transient,
-        "topic": source.topic, "partition": source.partition, "offset": source.offset})
-    await outputs.dead_letter(book_id, record)
+        "attempt": attempt, "topic": past.topic, "partition": past.partition,
+        "offset": past.offset})
+    fqcn = f"{type(error).__module__}.{type(error).__qualname__}"
+    await outputs.dead_letter(book_id, record, own_headers + retry.dlt_headers(
+        past, fqcn, f"{error.code}: {error.message}", deps.group))
     if job is not None:
-        await finish(deps, job, "failed", attempts=record.attempts,
+        await finish(deps, job, "failed", attempts=attempt,
                      error={"code": error.code, "message": error.message})
-    return error.code
 
 
 async def finish(deps: Deps, job: records.CoverJob, state: str, **fields: Any) -> None:

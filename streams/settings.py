@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from processors.presets import load_presets
 from streams.catalog import Layout
+from streams.retry import parse_delays, tier_topics
 
 
 class ConfigError(ValueError):
@@ -33,6 +34,8 @@ class Settings(BaseSettings):
     topic_cover_processed: str = "cover_processed"
     topic_dead_letter: str = "cover_dead_letter"
     topic_replication_factor: int = Field(1, ge=1, le=16)
+    topic_retry_prefix: str = Field("cover_retry", description="retry tiers: <prefix>_1, _2...")
+    retry_delays_sec: str = Field("10,60,600", description="seconds before each retry tier")
     kafka_idempotence: bool = Field(False, description="Needs a broker with InitProducerId")
     kafka_session_timeout_sec: int = Field(30, ge=3, le=600)
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 = no web server")
@@ -102,6 +105,12 @@ class Settings(BaseSettings):
                 raise ValueError(f"{broker!r} is not host:port")
         return value
 
+    @field_validator("retry_delays_sec")
+    @classmethod
+    def _delays(cls, value: str) -> str:
+        parse_delays(value)  # ValueError names the problem
+        return value
+
     @field_validator("presets_file")
     @classmethod
     def _presets(cls, value: str) -> str:
@@ -153,6 +162,14 @@ class Settings(BaseSettings):
     @property
     def resolved_storage_url(self) -> str:
         return self.storage_url or f"s3://{self.image_storage_bucket}"
+
+    @property
+    def retry_delays(self) -> tuple[float, ...]:
+        return parse_delays(self.retry_delays_sec)
+
+    @property
+    def retry_topics(self) -> list[str]:
+        return tier_topics(self.topic_retry_prefix, self.retry_delays)
 
     @property
     def broker_url(self) -> str:

@@ -11,7 +11,7 @@ from streams.settings import Settings
 
 def topic_names(settings: Settings) -> list[str]:
     return [settings.topic_book_enriched, settings.topic_cover_requested,
-            settings.topic_cover_processed, settings.topic_dead_letter]
+            settings.topic_cover_processed, settings.topic_dead_letter, *settings.retry_topics]
 
 
 async def ensure_topics(settings: Settings) -> None:

@@ -94,11 +94,25 @@ class Origin:
 
     base_url: str
     routes: dict[str, tuple[int, bytes, dict[str, str]]] = field(default_factory=dict)
+    scripts: dict[str, list[tuple[int, bytes, dict[str, str]]]] = field(default_factory=dict)
+    hits: dict[str, list[float]] = field(default_factory=dict)  # path -> monotonic times
 
     def add(self, path: str, body: bytes, status: int = 200,
             content_type: str = "image/jpeg") -> str:
         self.routes[path] = (status, body, {"Content-Type": content_type})
         return self.base_url + path
+
+    def script(self, path: str, answers: list[tuple[int, bytes, dict[str, str]]]) -> str:
+        """Answer the n-th request of ``path`` with ``answers[n]`` (the last one repeats)."""
+        self.scripts[path] = answers
+        return self.base_url + path
+
+    def answer(self, path: str) -> tuple[int, bytes, dict[str, str]]:
+        times = self.hits.setdefault(path, [])
+        times.append(time.monotonic())
+        if path in self.scripts:
+            return self.scripts[path][min(len(times), len(self.scripts[path])) - 1]
+        return self.routes.get(path, (404, b"not found", {}))
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +121,7 @@ def origin() -> Iterator[Origin]:
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self) -> None:
-            status, body, headers = state.routes.get(self.path, (404, b"not found", {}))
+            status, body, headers = state.answer(self.path)
             self.send_response(status)
             for name, value in headers.items():
                 self.send_header(name, value)
@@ -187,6 +201,8 @@ def worker_env(tmp_path: Path, broker: embedded.Service,
         "TOPIC_COVER_REQUESTED": f"cover_requested-{tag}",
         "TOPIC_COVER_PROCESSED": f"cover_processed-{tag}",
         "TOPIC_DEAD_LETTER": f"cover_dead_letter-{tag}",
+        "TOPIC_RETRY_PREFIX": f"cover_retry-{tag}",
+        "RETRY_DELAYS_SEC": "1,2",
         "WORKER_WEB_PORT": str(embedded.free_port()),
         "METRICS_PORT": str(embedded.free_port()),
         "METRICS_HOST": embedded.LOOPBACK,

@@ -4,25 +4,52 @@ from __future__ import annotations
 
 import time
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams import codec, records
 from streams.settings import Settings
 
 
-async def send(settings: Settings, topic: str, items: list[tuple[str, bytes]]) -> None:
+async def send(settings: Settings, topic: str, items: list[tuple[str, bytes]],
+               headers: list[tuple[str, bytes]] | None = None) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
     await producer.start()
     try:
         for key, value in items:
-            await producer.send_and_wait(topic, value, key=key.encode())
+            await producer.send_and_wait(topic, value, key=key.encode(), headers=headers)
     finally:
         await producer.stop()
 
 
-async def publish_books(settings: Settings, books: list[records.BookEnriched]) -> None:
+async def publish_books(settings: Settings, books: list[records.BookEnriched],
+                        headers: list[tuple[str, bytes]] | None = None) -> None:
     await send(settings, settings.topic_book_enriched,
-               [(b.book_id, codec.BOOK_ENRICHED.encode(b)) for b in books])
+               [(b.book_id, codec.BOOK_ENRICHED.encode(b)) for b in books], headers)
+
+
+async def read_all(settings: Settings, topic: str, timeout: float = 10) -> list[ConsumerRecord]:
+    """Every message of ``topic`` so far (raw: key, value, headers, offsets)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
+                                auto_offset_reset="earliest", enable_auto_commit=False)
+    await consumer.start()
+    found: list[ConsumerRecord] = []
+    try:
+        partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
+        consumer.assign(partitions)
+        await consumer.seek_to_beginning(*partitions)
+        ends = await consumer.end_offsets(partitions)
+        deadline = time.monotonic() + timeout
+
+        async def behind() -> bool:
+            positions = [await consumer.position(tp) for tp in ends]
+            return any(pos < end for pos, end in zip(positions, ends.values(), strict=True))
+
+        while time.monotonic() < deadline and await behind():
+            for messages in (await consumer.getmany(timeout_ms=300)).values():
+                found.extend(messages)
+    finally:
+        await consumer.stop()
+    return found
 
 
 async def collect(settings: Settings, expected: int, timeout: float,

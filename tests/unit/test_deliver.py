@@ -21,7 +21,8 @@ class FlakyTopic:
     def get_topic_name(self) -> str:
         return "cover_processed"
 
-    async def send(self, key: bytes | None, value: Any) -> asyncio.Future[None]:
+    async def send(self, key: bytes | None, value: Any,
+                   headers: list[tuple[str, bytes]] | None = None) -> asyncio.Future[None]:
         self.attempts += 1
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self.attempts <= self.failures:
