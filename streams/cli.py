@@ -14,7 +14,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from aiokafka.errors import KafkaError
@@ -319,6 +319,131 @@ def catalog_backfill() -> None:
         raise typer.Exit(1) from None
     console.print(f"{books} books in the table; {changed} catalog rows written "
                   f"({books - changed} were up to date)")
+
+
+dlq_cli = typer.Typer(help="The dead-letter topic: inspect and replay dead letters.",
+                      no_args_is_help=True)
+cli.add_typer(dlq_cli, name="dlq")
+
+_REASON = typer.Option("--reason", help="Only letters with this reason code (repeatable)")
+_BOOK = typer.Option("--book", help="Only letters of this book id (repeatable)")
+
+
+def _read_letters(settings: Settings) -> list[Any]:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress
+
+    from streams.dlq import read_letters
+
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), console=console, transient=True) as progress:
+        task = progress.add_task(f"reading {settings.topic_dead_letter}", total=None)
+        try:
+            letters, unreadable = asyncio.run(read_letters(
+                settings, lambda done, total: progress.update(task, completed=done,
+                                                              total=total)))
+        except KafkaError as exc:
+            console.print(f"[red]KAFKA_BROKERS: {exc}")
+            raise typer.Exit(1) from None
+    if unreadable:
+        console.print(f"[yellow]{unreadable} message(s) on {settings.topic_dead_letter} are not "
+                      "dead letters this version can read; left alone")
+    return letters
+
+
+@dlq_cli.command("list")
+def dlq_list(
+    reason: Annotated[list[str] | None, _REASON] = None,
+    book: Annotated[list[str] | None, _BOOK] = None,
+    limit: Annotated[int, typer.Option(help="Show at most this many (newest last)")] = 50,
+) -> None:
+    """Dead letters as a table (ref = partition:offset), with counts by reason."""
+    from collections import Counter
+
+    from rich.table import Table
+
+    from streams.dlq import select
+
+    settings = _settings()
+    letters = select(_read_letters(settings), reasons=reason or (), books=book or (),
+                     include_undecodable=True)
+    table = Table("ref", "book", "reason", "attempts", "last failure", "source", "message",
+                  title=f"{settings.topic_dead_letter}: {len(letters)} letter(s)")
+    for letter in letters[-limit:]:
+        r = letter.record
+        table.add_row(letter.ref, r.book_id or "", r.reason_code + (" (transient)"
+                      if r.transient else ""), str(r.attempts),
+                      r.last_failure_at.strftime("%Y-%m-%d %H:%M:%S"),
+                      f"{r.source_topic}/{r.source_partition}@{r.source_offset}",
+                      r.message[:60])
+    console.print(table)
+    counts = Counter(letter.record.reason_code for letter in letters)
+    console.print(", ".join(f"{code}: {n}" for code, n in counts.most_common()) or "none")
+
+
+@dlq_cli.command("show")
+def dlq_show(ref: Annotated[str, typer.Argument(help="partition:offset, as `dlq list` shows")]
+             ) -> None:
+    """One dead letter in full, its original event decoded, as JSON."""
+    import json
+
+    from streams.dlq import describe, select
+
+    settings = _settings()
+    found = select(_read_letters(settings), refs=[ref])
+    if not found:
+        console.print(f"[red]no dead letter {ref} on {settings.topic_dead_letter}")
+        raise typer.Exit(1)
+    print(json.dumps(describe(found[0], settings), indent=2, default=str))
+
+
+@dlq_cli.command("replay")
+def dlq_replay(
+    refs: Annotated[list[str] | None, typer.Argument(help="partition:offset of letters")] = None,
+    all_letters: Annotated[bool, typer.Option("--all", help="Every letter (with filters)")]
+    = False,
+    reason: Annotated[list[str] | None, _REASON] = None,
+    book: Annotated[list[str] | None, _BOOK] = None,
+    include_undecodable: Annotated[bool, typer.Option(
+        help="Also replay poison pills (they only come back)")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Show what would be replayed; send nothing")]
+    = False,
+) -> None:
+    """Publish dead letters' original events to their input topic again, once the cause is
+    fixed. Covers already done are recognised as duplicates, so replaying twice is harmless."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+
+    from streams.dlq import replay, replay_problem, select
+
+    if not (refs or all_letters or reason or book):
+        console.print("[red]name letters (partition:offset), or give --all, --reason or --book")
+        raise typer.Exit(2)
+    settings = _settings()
+    chosen = select(_read_letters(settings), refs=refs or (), reasons=reason or (),
+                    books=book or (), include_undecodable=include_undecodable)
+    missing = set(refs or ()) - {letter.ref for letter in chosen}
+    if missing:
+        console.print(f"[red]no dead letter {', '.join(sorted(missing))}")
+        raise typer.Exit(1)
+    problems = {letter.ref: p for letter in chosen if (p := replay_problem(letter, settings))}
+    for ref, problem in problems.items():
+        console.print(f"[yellow]{ref} skipped: {problem}")
+    if dry_run:
+        for letter in chosen:
+            if letter.ref not in problems:
+                console.print(f"would replay {letter.ref} ({letter.record.book_id}, "
+                              f"{letter.record.reason_code}) to {letter.record.source_topic}")
+        console.print(f"dry run: {len(chosen) - len(problems)} letter(s) would be replayed")
+        return
+    with Progress("[progress.description]{task.description}", BarColumn(),
+                  MofNCompleteColumn(), TimeElapsedColumn(), console=console) as progress:
+        task = progress.add_task("replaying", total=len(chosen))
+        try:
+            sent = asyncio.run(replay(settings, chosen, lambda done, total: progress.update(
+                task, completed=done)))
+        except KafkaError as exc:
+            console.print(f"[red]replay stopped: {exc}")
+            raise typer.Exit(1) from None
+    console.print(f"replayed {sent} letter(s); {len(problems)} skipped")
 
 
 @cli.command()
