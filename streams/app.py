@@ -112,6 +112,9 @@ def create_app(settings: Settings) -> faust.App:
                         await handle(event.value, source, deps, outputs, catalog)
                     else:  # a rebalance or a stop: hand the event back, unchanged, and let go
                         await outputs.retry(tier, source.key, source.value, source.headers)
+                        log.info("waiting retry handed back", extra={
+                            "book_id": (source.key or b"").decode(errors="replace"),
+                            "stage": "handback", "tier": tier})
         return run
 
     for tier, retry_topic in enumerate(retry_topics, 1):

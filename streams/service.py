@@ -92,7 +92,7 @@ def job_for(value: records.BookEnriched | records.CoverRequested) -> records.Cov
     """The job an input asks for; None when a book has no cover URL."""
     if isinstance(value, records.CoverRequested):
         return records.CoverJob(value.job_id, value.book_id, value.image_url, value.preset,
-                                value.callback_url, value.outputs)
+                                value.callback_url, value.outputs, force=value.force)
     if not value.cover_image_url:
         return None
     # Deterministic: the same book, URL and preset is the same job, however often it is sent.
@@ -100,7 +100,7 @@ def job_for(value: records.BookEnriched | records.CoverRequested) -> records.Cov
         f"{value.book_id}\0{value.cover_image_url}\0{value.preset or ''}\0{value.outputs or ''}"
         .encode()).hexdigest()
     return records.CoverJob(f"be-{digest[:24]}", value.book_id, value.cover_image_url,
-                            value.preset, outputs=value.outputs)
+                            value.preset, outputs=value.outputs, force=value.force)
 
 
 async def handle(value: Any, source: Source, deps: Deps, outputs: Outputs,

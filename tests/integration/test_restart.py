@@ -3,6 +3,7 @@ already done is not done again."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import uuid
 from pathlib import Path
@@ -63,4 +64,17 @@ async def test_restart_recovers_table_and_skips_done_work(
                "the duplicates to be logged as already done")
     objects_after = sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file())
     assert len(objects_after) == len(objects_before) + 6  # 3 renditions + 3 sidecars, new book
+
+    # `force` processes a done cover again: a new outcome, the same content-addressed objects.
+    forced = dataclasses.replace(first[1], force=True)
+    await publish_books(settings, [forced])
+    processed_forced, _ = await collect(settings, expected=5, timeout=60, settle=2)
+    again = [p for p in processed_forced if p.book_id == forced.book_id]
+    assert len(again) == 2 and again[0].renditions == again[1].renditions
+    assert again[1].processed_at > again[0].processed_at
+    assert sorted(p.name for p in (tmp_path / "store").rglob("*") if p.is_file()) == (
+        objects_after)
+    view = _catalog_view(restarted, forced.book_id)
+    assert view is not None and view["processed_at"] == again[1].processed_at.isoformat(
+        timespec="milliseconds")
     assert restarted.stop() == 0
