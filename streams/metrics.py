@@ -30,7 +30,8 @@ RETRIES = Counter(
     ["tier", "reason"])
 DEAD_LETTERS = Counter("cover_dead_letters_total", "Dead letters by reason code", ["reason"])
 STAGE_DURATION = Histogram(
-    "cover_stage_duration_seconds", "Time per stage: fetch, decode, render, encode, store",
+    "cover_stage_duration_seconds",
+    "Time per stage: fetch, decode, render, encode, store (per job), sink (per catalog batch)",
     ["stage"], buckets=_SECONDS)
 IN_FLIGHT = Gauge("cover_jobs_in_flight", "Inputs being handled right now")
 CONSUMER_LAG = Gauge(

@@ -73,7 +73,7 @@ def test_every_expression_names_exported_metrics_and_labels(dashboard: dict[str,
     # What the dashboard is for: throughput, latency, errors by reason, lag, dead letters.
     assert {"cover_jobs_total", "image_processing_duration_seconds_bucket",
             "cover_consumer_lag", "cover_dead_letters_total",
-            "cover_stage_duration_seconds_bucket"} <= used
+            "cover_stage_duration_seconds_bucket", "cover_retries_total"} <= used
 
 
 def test_a_typo_is_caught() -> None:

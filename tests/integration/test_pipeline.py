@@ -162,6 +162,7 @@ async def test_good_and_bad_covers_end_to_end(store_env: dict[str, str], origin:
     assert scraped[duration.format("false")] == bad
     for stage in ("fetch", "decode", "render", "encode", "store"):
         assert scraped[f'cover_stage_duration_seconds_count{{stage="{stage}"}}'] == good
+    assert 1 <= scraped['cover_stage_duration_seconds_count{stage="sink"}'] <= good
     for variant in ("thumb", "medium", "large"):
         ratio = f'image_compression_ratio_sum{{preset="cover",variant="{variant}"}}'
         assert scraped[ratio] > good  # every rendition is smaller than its source
