@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from faust.web import Request, Response, View
 
 from processors import render
@@ -94,12 +95,24 @@ def create_app(settings: Settings) -> faust.App:
 
     outputs = KafkaOutputs()
     shared = SharedDeps(settings)
+    guard = OffsetGuard(app, settings, input_schema)
+
+    @app.on_partitions_revoked.connect
+    async def forget_offsets(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        guard.forget()
+
+    async def handle_with_skipped(event: faust.EventT[Any], deps: Deps) -> None:
+        """Handle the offsets the consumer skipped before this event, then the event."""
+        message = event.message
+        async for value, source in guard.skipped_before(message):
+            await handle(value, source, deps, outputs, catalog)
+        await handle(event.value, source_of(message), deps, outputs, catalog)
 
     @app.agent(inputs)
     async def covers(stream: faust.StreamT[Any]) -> None:
         async with shared.use() as deps:
             async for event in stream.events():
-                await handle(event.value, source_of(event.message), deps, outputs, catalog)
+                await handle_with_skipped(event, deps)
 
     def retry_agent(tier: int) -> Callable[[faust.StreamT[Any]], Awaitable[None]]:
         async def run(stream: faust.StreamT[Any]) -> None:
@@ -109,7 +122,7 @@ def create_app(settings: Settings) -> faust.App:
                     due = retry.history(source.headers, source.topic, source.partition,
                                         source.offset, source.timestamp).due
                     if await _wait_until(app, due):
-                        await handle(event.value, source, deps, outputs, catalog)
+                        await handle_with_skipped(event, deps)
                     else:  # a rebalance or a stop: hand the event back, unchanged, and let go
                         await outputs.retry(tier, source.key, source.value, source.headers)
                         log.info("waiting retry handed back", extra={
@@ -201,6 +214,62 @@ async def _wait_until(app: faust.App, due: float | None, step: float = 0.5) -> b
             return False
         await asyncio.sleep(min(step, left))
     return not app.should_stop
+
+
+class OffsetGuard:
+    """Reads back offsets the consumer skipped, before their successor is handled and acked.
+
+    faust-streaming can resume a stream between a rebalance and the seek to the committed
+    offsets (faust#216, #221); the events fetched in that window are dropped, the next one
+    arrives with a higher offset, and Faust records the hole as a "gap" that counts as acked
+    (#606) -- committing past events no agent has seen. Input and retry topics are never
+    compacted or transactional, so their offsets are contiguous: a hole is such a skip. The
+    guard notices it, reads the skipped events itself and hands them over first, so the gap is
+    only acked (with the event after it) once every event in it is handled."""
+
+    def __init__(self, app: faust.App, settings: Settings, schema: codec.InputSchema) -> None:
+        self.app = app
+        self.settings = settings
+        self.schema = schema
+        self.next: dict[Any, int] = {}  # topic partition -> the offset expected next
+
+    def forget(self) -> None:
+        self.next.clear()  # partitions move on a rebalance; start again from the commits
+
+    async def skipped_before(self, message: Any) -> AsyncIterator[tuple[Any, Source]]:
+        tp, offset = message.tp, message.offset
+        expected = self.next.get(tp)
+        if expected is None:  # first event since the assignment: expect the committed offset
+            # (Faust's record of the group's commits, read at the assignment; None if none)
+            expected = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
+        self.next[tp] = max(offset + 1, self.next.get(tp, 0))
+        if expected is None or offset <= expected:
+            return
+        log.warning("the consumer skipped offsets; reading them directly", extra={
+            "topic": tp.topic, "partition": tp.partition, "from": expected, "to": offset})
+        metrics.SKIPPED_OFFSETS.labels(tp.topic).inc(offset - expected)
+        async for record in read_range(self.settings, tp, expected, offset):
+            yield (self.schema.decode_value(record.topic, record.headers, record.value),
+                   source_of(record))
+
+
+async def read_range(settings: Settings, tp: Any, start: int, end: int,
+                     ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
+    """The records of one partition from offset ``start`` up to ``end`` (exclusive)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
+                                enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partition = TopicPartition(tp.topic, tp.partition)
+        consumer.assign([partition])
+        consumer.seek(partition, start)
+        while await consumer.position(partition) < end:
+            for records_ in (await consumer.getmany(partition, timeout_ms=1000)).values():
+                for record in records_:
+                    if start <= record.offset < end:
+                        yield record
+    finally:
+        await consumer.stop()
 
 
 class SharedDeps:

@@ -167,12 +167,16 @@ class InputSchema(faust.Schema):  # type: ignore[type-arg]
 
     def loads_value(self, app: AppT, message: Message, *, loads: Any = None,
                     serializer: Any = None) -> Any:
-        codec = self.codecs_by_topic.get(retry.original_topic(message.headers, message.topic))
+        return self.decode_value(message.topic, message.headers, message.value)
+
+    def decode_value(self, topic: str, headers: retry.AnyHeaders, value: bytes | None) -> Any:
+        """A typed input record, or ``Undecodable`` with the reason."""
+        codec = self.codecs_by_topic.get(retry.original_topic(headers, topic))
         if codec is None:
-            return records.Undecodable(f"no codec for topic {message.topic!r}")
-        if message.value is None:
+            return records.Undecodable(f"no codec for topic {topic!r}")
+        if value is None:
             return records.Undecodable("empty message")
         try:
-            return codec.decode(message.value)
+            return codec.decode(value)
         except DecodeError as exc:
             return records.Undecodable(str(exc))

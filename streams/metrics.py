@@ -28,6 +28,10 @@ JOBS = Counter(
 RETRIES = Counter(
     "cover_retries_total", "Inputs sent to a retry tier, by tier (= failed attempts) and reason",
     ["tier", "reason"])
+SKIPPED_OFFSETS = Counter(
+    "cover_skipped_offsets_total",
+    "Input offsets the consumer skipped after a rebalance and the worker read back itself",
+    ["topic"])
 DEAD_LETTERS = Counter("cover_dead_letters_total", "Dead letters by reason code", ["reason"])
 STAGE_DURATION = Histogram(
     "cover_stage_duration_seconds",
