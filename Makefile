@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install run demo test lint typecheck lock clean bench-render
+.PHONY: install run demo test lint typecheck lock clean bench bench-render
 
 install: $(STAMP)
 
@@ -24,6 +24,10 @@ demo: install
 
 test: install lint
 	$(BIN)/python -m pytest -q
+
+## The whole pipeline (real broker, Redis, moto S3, HTTP origin) at 1 and 2 workers vs the core.
+bench: install
+	$(BIN)/python -m benchmarks.bench_e2e
 
 ## The processing core against Pillow and sharp, one core (sharp comes from npm, cached).
 bench-render: install

@@ -108,7 +108,9 @@ def create_app(settings: Settings) -> faust.App:
             await handle(value, source, deps, outputs, catalog)
         await handle(event.value, source_of(message), deps, outputs, catalog)
 
-    @app.agent(inputs)
+    # Several events at once, so fetches and uploads overlap the renders and every render
+    # thread stays busy; a book's catalog record still only moves to a newer version.
+    @app.agent(inputs, concurrency=settings.worker_concurrency or 2 * render_threads(settings))
     async def covers(stream: faust.StreamT[Any]) -> None:
         async with shared.use() as deps:
             async for event in stream.events():
@@ -318,12 +320,16 @@ async def dependencies_reachable(settings: Settings, timeout: float = 2.0) -> di
     return {"redis": redis_ok, "store": store_ok, "catalog": catalog_ok}
 
 
+def render_threads(settings: Settings) -> int:
+    return settings.render_threads or os.cpu_count() or 1
+
+
 def build_deps(settings: Settings) -> Deps:
     store = open_store(settings)
     fetcher = make_fetcher(settings, blobs=store if isinstance(store, S3Store) else None)
     # Renders run side by side, one per core, each on one libvips thread: that keeps every
     # core busy without libvips' own threads competing with the pool's.
-    threads = settings.render_threads or os.cpu_count() or 1
+    threads = render_threads(settings)
     render.configure(threads=1)
     return Deps(
         fetcher=fetcher,

@@ -141,8 +141,11 @@ async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
             return "duplicate", ""
         await deps.jobs.set(job.job_id, "processing", book_id=job.book_id, attempts=attempt)
         with _timed(preset):
-            processed = await process(job, preset, deps, attempt)
+            # A first attempt at a cover not done before writes without a HEAD per object.
+            fresh = attempt == 1 and not job.force and current is None
+            processed = await process(job, preset, deps, attempt, fresh)
         row = catalog_record(processed, past.timestamp)
+        current = table.get(job.book_id)  # again: another event of the book may have finished
         if current is None or version_of(row) > version_of(current) or (
                 job.force and version_of(row) == version_of(current)):
             table[job.book_id] = row  # the changelog carries it to the catalog database
@@ -169,8 +172,8 @@ async def _handle(value: Any, source: Source, deps: Deps, outputs: Outputs,
         return "dead_letter", error.code
 
 
-async def process(job: records.CoverJob, preset: Preset, deps: Deps,
-                  attempt: int = 1) -> records.CoverProcessed:
+async def process(job: records.CoverJob, preset: Preset, deps: Deps, attempt: int = 1,
+                  fresh: bool = False) -> records.CoverProcessed:
     """Fetch, render and store one cover; raises CoverError."""
     timings: dict[str, float] = {}
     started = time.perf_counter()
@@ -190,7 +193,7 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps,
 
     started = time.perf_counter()
     renditions, urls_expire_at = await store_renditions(job, preset, fetched, result,
-                                                        deps.store)
+                                                        deps.store, fresh)
     timings["store"] = _ms_since(started)
     _log_job(job, "store", "renditions stored", duration_ms=timings["store"],
              keys=[r.key for r in renditions])
@@ -211,14 +214,15 @@ async def process(job: records.CoverJob, preset: Preset, deps: Deps,
 
 async def store_renditions(
         job: records.CoverJob, preset: Preset, fetched: Fetched, result: RenderResult,
-        store: ObjectStore) -> tuple[tuple[records.Rendition, ...], datetime | None]:
+        store: ObjectStore, fresh: bool = False,
+) -> tuple[tuple[records.Rendition, ...], datetime | None]:
     """Upload every rendition; returns them and when the first of their URLs expires."""
     metadata = {"book-id": job.book_id, "source-sha256": fetched.sha256,
                 "source-url-sha256": hashlib.sha256(job.image_url.encode()).hexdigest(),
                 "preset": preset.name, "preset-version": preset.version}
     stored = await asyncio.gather(*(
         store.put(object_key(job.book_id, fetched.sha256, preset.name, preset.version, r.name,
-                             r.extension), r.data, r.content_type, metadata)
+                             r.extension), r.data, r.content_type, metadata, fresh)
         for r in result.renditions))
     renditions = tuple(
         records.Rendition(name=r.name, url=s.url, key=s.key, width=r.width, height=r.height,

@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     max_image_frames: int = Field(100, ge=1, le=100_000)
     max_decode_memory_mb: int = Field(256, ge=1, le=65_536)
     render_threads: int = Field(0, ge=0, description="renders at once; 0 = one per core")
+    worker_concurrency: int = Field(
+        0, ge=0, le=256, description="input events handled at once; 0 = twice the renders")
     presets_file: str = Field("", description="TOML or YAML presets beside the built-in one")
 
     # --- Storage ---

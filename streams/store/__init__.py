@@ -36,9 +36,11 @@ class StoredObject:
 class ObjectStore(Protocol):
     """Where renditions live. Implementations translate their errors to ``TransientError``."""
 
-    async def put(self, key: str, data: bytes, content_type: str,
-                  metadata: dict[str, str]) -> StoredObject:
-        """Store ``data`` under ``key`` unless an object of the same size is already there."""
+    async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
+                  fresh: bool = False) -> StoredObject:
+        """Store ``data`` under ``key`` unless an object of the same size is already there.
+        ``fresh``: the caller expects no such object, so a store may skip the look (keys are
+        content-addressed: writing the same bytes again changes nothing)."""
         ...
 
     async def get(self, key: str, max_bytes: int | None = None) -> bytes:

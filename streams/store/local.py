@@ -29,8 +29,8 @@ class LocalStore:
             return f"{self.public_base_url}/{key}"
         return self._path(key).as_uri()
 
-    async def put(self, key: str, data: bytes, content_type: str,
-                  metadata: dict[str, str]) -> StoredObject:
+    async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
+                  fresh: bool = False) -> StoredObject:  # a local look costs nothing
         path = self._path(key)
         try:
             created = await asyncio.to_thread(self._write, path, data, content_type, metadata)

@@ -85,11 +85,11 @@ class S3Store:
             ExpiresIn=self.presign_expiry)
         return url, expires_at
 
-    async def put(self, key: str, data: bytes, content_type: str,
-                  metadata: dict[str, str]) -> StoredObject:
+    async def put(self, key: str, data: bytes, content_type: str, metadata: dict[str, str],
+                  fresh: bool = False) -> StoredObject:
         try:
             client = await self._s3()
-            created = not await self._exists(client, key, len(data))
+            created = fresh or not await self._exists(client, key, len(data))
             if created:
                 await client.put_object(
                     Bucket=self.bucket, Key=key, Body=data, ContentType=content_type,

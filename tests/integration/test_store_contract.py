@@ -63,6 +63,14 @@ async def test_concurrent_first_puts_share_one_connection(store: ObjectStore) ->
     gc.collect()
 
 
+async def test_a_fresh_put_writes_without_looking_first(store: ObjectStore) -> None:
+    key = object_key("B6", "01" * 32, "cover", "1", "large", "jpg")
+    stored = await store.put(key, b"\xff\xd8\xfffresh", "image/jpeg", {}, fresh=True)
+    assert stored.created and await store.get(key) == b"\xff\xd8\xfffresh"
+    again = await store.put(key, b"\xff\xd8\xfffresh", "image/jpeg", {}, fresh=True)
+    assert again.key == key and await store.get(key) == b"\xff\xd8\xfffresh"
+
+
 async def test_missing_object_is_not_found(store: ObjectStore) -> None:
     with pytest.raises(errors.PermanentError) as err:
         await store.get("nobody/nothing/none.jpg")
