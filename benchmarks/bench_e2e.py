@@ -263,10 +263,12 @@ def _pct(values: list[float], pct: float) -> float:
     return values[min(len(values) - 1, int(len(values) * pct / 100))]
 
 
-def cpu_split(path: Path) -> dict[str, float]:
+def cpu_split(path: Path) -> dict[str, Any]:
     """Shares of the worker's sampled CPU: rendering (libvips and processors/) and the rest
-    by what it is in (the event loop's own work, Kafka, S3, HTTP, JSON logs...)."""
+    by what it is in (the event loop's own work, Kafka, S3, HTTP, JSON logs...), and the
+    functions the "other" share was spent in."""
     buckets = {"render": 0, "kafka": 0, "s3": 0, "fetch": 0, "logging": 0, "other": 0}
+    leaves: dict[str, int] = {}
     for line in path.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
         if not count.isdigit():
@@ -284,8 +286,12 @@ def cpu_split(path: Path) -> dict[str, float]:
             buckets["logging"] += n
         else:
             buckets["other"] += n
+            leaf = stack.rsplit(";", 1)[-1]
+            leaves[leaf] = leaves.get(leaf, 0) + n
     total = sum(buckets.values()) or 1
-    return {k: v / total for k, v in buckets.items()}
+    top = sorted(leaves.items(), key=lambda item: -item[1])[:8]
+    return {**{k: v / total for k, v in buckets.items()},
+            "other_top": {leaf: n / total for leaf, n in top}}
 
 
 def machine() -> dict[str, str]:
@@ -320,11 +326,15 @@ def main() -> None:
                 {f"/{i}.jpg": data for i, data in enumerate(sources)}) as url:
             env["BENCH_ORIGIN"] = url
             runs = []
-            for n, workers in enumerate(int(w) for w in args.workers.split(",")):
+            for workers in (int(w) for w in args.workers.split(",")):
                 console.print(f"[bold]pipeline[/]: {args.events} covers, {workers} worker(s)")
-                runs.append(run(workers, args.events, sources, env, work,
-                                profile=n == 0 and not args.no_profile))
-    report(core_result, runs, args)
+                runs.append(run(workers, args.events, sources, env, work, profile=False))
+            split = None
+            if not args.no_profile:  # apart: py-spy's own CPU would slow the measured runs
+                events = max(30, args.events // 3)
+                console.print(f"[bold]profile[/]: {events} covers, 1 worker, py-spy at 100 Hz")
+                split = run(1, events, sources[:events], env, work, profile=True)["cpu_split"]
+    report(core_result, runs, split, args)
 
 
 @contextmanager
@@ -354,7 +364,7 @@ def contextlib_stack(work: Path, catalog: str) -> Iterator[dict[str, str]]:
 
 
 def report(core_result: dict[str, float], runs: list[dict[str, Any]],
-           args: argparse.Namespace) -> None:
+           split: dict[str, Any] | None, args: argparse.Namespace) -> None:
     table = Table("mode", "covers/s", "vs core", "p50 ms", "p95 ms", "p99 ms", "max ms",
                   "peak RSS MB / worker", "CPU s / cover",
                   title=f"{args.events} covers, {CORES} cores, catalog {args.catalog}")
@@ -373,15 +383,16 @@ def report(core_result: dict[str, float], runs: list[dict[str, Any]],
     for stage in ("fetch", "decode", "render", "encode", "store", "sink"):
         stages.add_row(stage, *(f"{r['stages_ms'].get(stage, 0):.1f}" for r in runs))
     console.print(stages)
-    split = next((r["cpu_split"] for r in runs if r["cpu_split"]), None)
     if split:
         console.print("worker CPU (py-spy, 1 worker): " + ", ".join(
-            f"{k} {v:.0%}" for k, v in split.items()))
+            f"{k} {v:.0%}" for k, v in split.items() if k != "other_top"))
+        console.print("  'other' is mostly: " + ", ".join(
+            f"{leaf} {share:.1%}" for leaf, share in split["other_top"].items()))
     results = HERE / "results"
     results.mkdir(exist_ok=True)
     path = results / f"e2e-{time.strftime('%Y%m%dT%H%M%S')}.json"
     path.write_text(json.dumps({"machine": machine(), "args": vars(args), "core": core_result,
-                                "runs": runs}, indent=2))
+                                "runs": runs, "cpu_split": split}, indent=2))
     console.print(f"raw results: {path.relative_to(HERE.parent)}")
     best = max(r["covers_per_s"] for r in runs) / core_result["covers_per_s"]
     console.print(f"best pipeline / core: {best:.2f} (target 0.85); "
