@@ -234,11 +234,14 @@ class OffsetGuard:
         self.settings = settings
         self.schema = schema
         self.next: dict[Any, int] = {}  # topic partition -> the offset expected next
+        self.filling: dict[Any, asyncio.Event] = {}  # partitions whose hole is being read
 
     def forget(self) -> None:
         self.next.clear()  # partitions move on a rebalance; start again from the commits
 
     async def skipped_before(self, message: Any) -> AsyncIterator[tuple[Any, Source]]:
+        # Runs up to its first await in the order the stream hands out events, so the
+        # bookkeeping below sees a partition's offsets in order, even with concurrent actors.
         tp, offset = message.tp, message.offset
         expected = self.next.get(tp)
         if expected is None:  # first event since the assignment: expect the committed offset
@@ -246,13 +249,21 @@ class OffsetGuard:
             expected = getattr(self.app.consumer, "_committed_offset", {}).get(tp)
         self.next[tp] = max(offset + 1, self.next.get(tp, 0))
         if expected is None or offset <= expected:
+            if tp in self.filling:  # later events wait: their acks would ack the hole too
+                await self.filling[tp].wait()
             return
-        log.warning("the consumer skipped offsets; reading them directly", extra={
-            "topic": tp.topic, "partition": tp.partition, "from": expected, "to": offset})
-        metrics.SKIPPED_OFFSETS.labels(tp.topic).inc(offset - expected)
-        async for record in read_range(self.settings, tp, expected, offset):
-            yield (self.schema.decode_value(record.topic, record.headers, record.value),
-                   source_of(record))
+        filled = self.filling[tp] = asyncio.Event()
+        try:
+            log.warning("the consumer skipped offsets; reading them directly", extra={
+                "topic": tp.topic, "partition": tp.partition, "from": expected, "to": offset})
+            metrics.SKIPPED_OFFSETS.labels(tp.topic).inc(offset - expected)
+            async for record in read_range(self.settings, tp, expected, offset):
+                yield (self.schema.decode_value(record.topic, record.headers, record.value),
+                       source_of(record))
+        finally:
+            if self.filling.get(tp) is filled:
+                del self.filling[tp]
+            filled.set()
 
 
 async def read_range(settings: Settings, tp: Any, start: int, end: int,

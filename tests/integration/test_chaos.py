@@ -73,15 +73,23 @@ def _objects_are_unique(store: Path, books: list[records.BookEnriched]) -> None:
         assert len(renditions) == 3, (book.book_id, renditions)
 
 
+async def _batch_a_third_done(make_worker: type[Worker], env: dict[str, str], log: Path,
+                              books: list[records.BookEnriched]) -> tuple[Worker, Settings]:
+    """A worker started on ``env``, the books published, and a third of them done."""
+    worker = make_worker(env, log).start()
+    settings = worker.settings
+    await ensure_topics(settings)
+    await publish_books(settings, books)
+    await asyncio.to_thread(wait_until, lambda: _done(worker) >= len(books) // 3, 90,
+                            "a third of the batch")
+    return worker, settings
+
+
 async def test_kill_9_mid_batch_and_restart(worker_env: dict[str, str], origin: Origin,
                                             make_worker: type[Worker], tmp_path: Path) -> None:
     books = _books(origin, 200)
-    first = make_worker(worker_env, tmp_path / "first.log").start()
-    settings = first.settings
-    await ensure_topics(settings)
-    await publish_books(settings, books)
-    await asyncio.to_thread(wait_until, lambda: _done(first) >= len(books) // 3, 90,
-                            "a third of the batch")
+    first, settings = await _batch_a_third_done(make_worker, worker_env,
+                                                tmp_path / "first.log", books)
     assert first.stop(signal.SIGKILL) == -signal.SIGKILL
     done_before = _done(first)
     assert done_before < len(books), "killed too late to prove anything"
@@ -110,12 +118,8 @@ async def test_broker_link_cut_mid_batch(
     _, proxy = proxied_broker
     worker_env["KAFKA_BROKERS"] = f"{embedded.LOOPBACK}:{proxy.port}"
     books = _books(origin, 90)
-    worker = make_worker(worker_env, tmp_path / "worker.log").start()
-    settings = worker.settings
-    await ensure_topics(settings)
-    await publish_books(settings, books)
-    await asyncio.to_thread(wait_until, lambda: _done(worker) >= len(books) // 3, 90,
-                            "a third of the batch")
+    worker, settings = await _batch_a_third_done(make_worker, worker_env,
+                                                 tmp_path / "worker.log", books)
     proxy.cut()
     cut_at = _done(worker)
     await asyncio.sleep(10)
@@ -140,12 +144,8 @@ async def test_s3_down_mid_batch_is_retried_not_dead_lettered(
             # The retry budget: five attempts over 2+4+8+16 = 30 s, beyond a 10 s outage.
             "RETRY_DELAYS_SEC": "2,4,8,16"})
         books = _books(origin, 60)
-        worker = make_worker(worker_env, tmp_path / "worker.log").start()
-        settings = worker.settings
-        await ensure_topics(settings)
-        await publish_books(settings, books)
-        await asyncio.to_thread(wait_until, lambda: _done(worker) >= len(books) // 3, 90,
-                                "a third of the batch")
+        worker, settings = await _batch_a_third_done(make_worker, worker_env,
+                                                     tmp_path / "worker.log", books)
         proxy.cut()
         await asyncio.sleep(10)
         proxy.restore()

@@ -16,6 +16,7 @@ import redis
 from streams import codec, embedded, records
 from streams.jobstate import job_key
 from streams.service import job_for
+from streams.settings import Settings
 from streams.topics import ensure_topics
 from tests.conftest import Origin, Worker, scrape, wait_until
 from tests.images import encode, gradient
@@ -152,20 +153,30 @@ async def test_a_mixed_batch_ends_with_exactly_the_expected_outcomes(
     assert worker.stop() == 0
 
 
-async def test_a_stop_lets_go_of_a_waiting_retry_which_keeps_its_due_time(
-        worker_env: dict[str, str], origin: Origin, make_worker: type[Worker],
-        tmp_path: Path) -> None:
+async def _waiting_retry(worker_env: dict[str, str], origin: Origin,
+                         make_worker: type[Worker], log: Path,
+                         ) -> tuple[Worker, Settings, list[float]]:
+    """A worker whose one book failed its first attempt (503) and now waits 20 s in tier 1;
+    returns it, its settings and the origin's request times for the book (200 next)."""
     tag = uuid.uuid4().hex[:6]
     ok = (200, encode(gradient(200, 300), "jpg"), {"Content-Type": "image/jpeg"})
     book = records.BookEnriched(f"waiting-{tag}", origin.script(
         f"/{tag}/w.jpg", [_unavailable(), ok]))
     worker_env["RETRY_DELAYS_SEC"] = "20"
-    first = make_worker(worker_env, tmp_path / "first.log").start()
-    settings = first.settings
+    worker = make_worker(worker_env, log).start()
+    settings = worker.settings
     await ensure_topics(settings)
     await publish_books(settings, [book])
-    await asyncio.to_thread(wait_until, lambda: bool(first.log_entries(stage="retry")), 30,
+    await asyncio.to_thread(wait_until, lambda: bool(worker.log_entries(stage="retry")), 30,
                             "the first attempt to fail")
+    return worker, settings, origin.hits.setdefault(f"/{tag}/w.jpg", [])
+
+
+async def test_a_stop_lets_go_of_a_waiting_retry_which_keeps_its_due_time(
+        worker_env: dict[str, str], origin: Origin, make_worker: type[Worker],
+        tmp_path: Path) -> None:
+    first, settings, hits = await _waiting_retry(worker_env, origin, make_worker,
+                                                 tmp_path / "first.log")
     # The retry waits 20 s for its time; a stop does not wait with it (the uncommitted retry
     # is read again after the restart).
     started = time.monotonic()
@@ -174,7 +185,6 @@ async def test_a_stop_lets_go_of_a_waiting_retry_which_keeps_its_due_time(
     second = make_worker(worker_env, tmp_path / "second.log").start()
     processed, dead = await collect(settings, expected=1, timeout=60, settle=1)
     assert dead == [] and [p.attempts for p in processed] == [2]
-    hits = origin.hits[f"/{tag}/w.jpg"]
     assert len(hits) == 2 and 20 <= hits[1] - hits[0] < 20 + SLACK + 10  # due time kept
     assert second.stop() == 0
 
@@ -182,17 +192,8 @@ async def test_a_stop_lets_go_of_a_waiting_retry_which_keeps_its_due_time(
 async def test_a_rebalance_is_not_held_up_by_a_waiting_retry(
         worker_env: dict[str, str], origin: Origin, make_worker: type[Worker],
         tmp_path: Path) -> None:
-    tag = uuid.uuid4().hex[:6]
-    ok = (200, encode(gradient(200, 300), "jpg"), {"Content-Type": "image/jpeg"})
-    book = records.BookEnriched(f"rebalanced-{tag}", origin.script(
-        f"/{tag}/r.jpg", [_unavailable(), ok]))
-    worker_env["RETRY_DELAYS_SEC"] = "20"
-    one = make_worker(worker_env, tmp_path / "one.log").start()
-    settings = one.settings
-    await ensure_topics(settings)
-    await publish_books(settings, [book])
-    await asyncio.to_thread(wait_until, lambda: bool(one.log_entries(stage="retry")), 30,
-                            "the first attempt to fail")
+    one, settings, hits = await _waiting_retry(worker_env, origin, make_worker,
+                                               tmp_path / "one.log")
     other = make_worker({**worker_env, "WORKER_WEB_PORT": str(embedded.free_port()),
                          "METRICS_PORT": str(embedded.free_port())},
                         tmp_path / "other.log").start()
@@ -202,6 +203,5 @@ async def test_a_rebalance_is_not_held_up_by_a_waiting_retry(
                             "the waiting retry to be handed back")
     processed, dead = await collect(settings, expected=1, timeout=60, settle=2)
     assert dead == [] and [p.attempts for p in processed] == [2]
-    hits = origin.hits[f"/{tag}/r.jpg"]
     assert len(hits) == 2 and 20 <= hits[1] - hits[0] < 20 + SLACK
     assert one.stop() == 0 and other.stop() == 0
