@@ -1,9 +1,10 @@
 """The dead-letter topic for operators: read it, pick letters, replay them to their input topic.
 
 A replay re-publishes the original key, value and headers, bytes unchanged, plus a
-``covers-replayed-from`` header naming the letter. Replays are idempotent downstream: a cover
-that is already done is recognised as a duplicate, so replaying the same letters twice writes
-nothing new the second time.
+``covers-replayed-from`` header naming the letter and the original event time (the catalog
+orders a book's covers by it, so a replayed old cover never replaces a newer one). Replays
+are idempotent downstream: a cover that is already done is recognised as a duplicate, so
+replaying the same letters twice writes nothing new the second time.
 """
 
 from __future__ import annotations
@@ -129,6 +130,9 @@ async def replay(settings: Settings, letters: list[Letter],
                 record = letter.record
                 headers = [(h.key, h.value or b"") for h in record.original_headers]
                 headers.append((retry.REPLAYED_FROM, letter.ref.encode()))
+                if record.original_timestamp is not None:  # the catalog orders by it
+                    headers.append((retry.ORIGINAL_TIMESTAMP, str(int(
+                        record.original_timestamp.timestamp() * 1000)).encode()))
                 await producer.send_and_wait(record.source_topic, record.original_value,
                                              key=record.original_key, headers=headers)
                 sent += 1

@@ -56,6 +56,11 @@ def history(headers: Iterable[tuple[str, bytes]], topic: str, partition: int, of
     """The history in ``headers``; the event's own position when it has none."""
     found = {k: v for k, v in headers if k.startswith(PREFIX)}
     if ATTEMPTS not in found or ORIGINAL_TOPIC not in found:
+        # A replayed dead letter starts afresh but keeps its original time (its cover must
+        # not pass a newer one of the same book).
+        stamp = found.get(ORIGINAL_TIMESTAMP, b"")
+        if stamp.isdigit():
+            timestamp = int(stamp) / 1000
         return History(0, None, topic, partition, offset, timestamp)
     try:
         return History(

@@ -22,6 +22,12 @@ def test_history_travels_in_the_headers() -> None:
     assert retry.user_headers(headers) == (("trace", b"t1"),)
 
 
+def test_a_replay_starts_afresh_with_its_original_time() -> None:
+    headers = ((retry.REPLAYED_FROM, b"0:12"), (retry.ORIGINAL_TIMESTAMP, b"1700000000500"))
+    assert retry.history(headers, "book_enriched", 1, 99, 1_800_000_000.0) == retry.History(
+        0, None, "book_enriched", 1, 99, 1_700_000_000.5)
+
+
 def test_mangled_headers_start_afresh() -> None:
     headers = ((retry.ATTEMPTS, b"two"), (retry.ORIGINAL_TOPIC, b"book_enriched"))
     assert retry.history(headers, "cover_retry_2", 1, 5, None).attempts == 0
