@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import time
+import uuid
 from pathlib import Path
 
 from processors import errors
@@ -43,11 +45,15 @@ class LocalStore:
         if path.exists() and path.stat().st_size == len(data):
             return False
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # readers never see half an object
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)  # readers never see half an object
+        finally:
+            tmp.unlink(missing_ok=True)
         sidecar = {"content_type": content_type, "metadata": metadata}
         path.with_name(path.name + ".meta.json").write_text(json.dumps(sidecar))
+        _remove_leftovers(path)
         return True
 
     async def get(self, key: str, max_bytes: int | None = None) -> bytes:
@@ -72,3 +78,26 @@ class LocalStore:
 
     async def close(self) -> None:
         return None
+
+
+def _remove_leftovers(path: Path, stale_after: float = 60.0) -> None:
+    """Delete the temporary files a killed writer left beside ``path``: those of a process
+    that is gone, or older than ``stale_after`` seconds (a restarted container reuses pids)."""
+    for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+        try:
+            pid = int(leftover.name.split(".")[-3])
+            age = time.time() - leftover.stat().st_mtime
+        except (ValueError, IndexError, OSError):
+            continue
+        if age > stale_after or not _alive(pid):
+            leftover.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "k8s"
 OVERLAYS = ("local", "aws")
 KUBERNETES_VERSION = "1.32.0"
-KEDA_SCHEMA = ROOT.parent / "shared" / "schemas" / "keda-scaledobject.schema.json"
+KEDA_SCHEMA = K8S / "schemas" / "keda-scaledobject.schema.json"  # KEDA's ScaledObject CRD
 SETTINGS = {name.upper() for name in Settings.model_fields}
 
 

@@ -71,6 +71,24 @@ async def test_a_fresh_put_writes_without_looking_first(store: ObjectStore) -> N
     assert again.key == key and await store.get(key) == b"\xff\xd8\xfffresh"
 
 
+async def test_a_killed_writers_leftovers_are_removed(tmp_path: Path) -> None:
+    store = open_store(load(storage_url=(tmp_path / "objects").as_uri()))
+    key = object_key("B7", "02" * 32, "cover", "1", "large", "jpg")
+    finished = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True, text=True, check=True)
+    gone = finished.stdout.strip()
+    folder = tmp_path / "objects" / key.rsplit("/", 1)[0]
+    folder.mkdir(parents=True)
+    leftover = folder / f".large.jpg.{gone}.0badc0de.tmp"  # its writer was killed mid-write
+    leftover.write_bytes(b"\xff\xd8 half")
+    alive = folder / f".large.jpg.{os.getpid()}.0000beef.tmp"  # a live writer's: kept
+    alive.write_bytes(b"\xff\xd8 in progress")
+    await store.put(key, b"\xff\xd8\xffwhole", "image/jpeg", {})
+    assert not leftover.exists() and alive.exists()
+    assert await store.get(key) == b"\xff\xd8\xffwhole"
+
+
 async def test_missing_object_is_not_found(store: ObjectStore) -> None:
     with pytest.raises(errors.PermanentError) as err:
         await store.get("nobody/nothing/none.jpg")
