@@ -110,7 +110,9 @@ def create_app(settings: Settings) -> faust.App:
 
     # Several events at once, so fetches and uploads overlap the renders and every render
     # thread stays busy; a book's catalog record still only moves to a newer version.
-    @app.agent(inputs, concurrency=settings.worker_concurrency or 2 * render_threads(settings))
+    concurrency = settings.worker_concurrency or 2 * render_threads(settings)
+
+    @app.agent(inputs, concurrency=concurrency)
     async def covers(stream: faust.StreamT[Any]) -> None:
         async with shared.use() as deps:
             async for event in stream.events():
@@ -132,8 +134,9 @@ def create_app(settings: Settings) -> faust.App:
                             "stage": "handback", "tier": tier})
         return run
 
-    for tier, retry_topic in enumerate(retry_topics, 1):
-        app.agent(retry_topic, name=f"covers.retry_{tier}")(retry_agent(tier))
+    for tier, retry_topic in enumerate(retry_topics, 1):  # as many at once: after an outage
+        app.agent(retry_topic, name=f"covers.retry_{tier}",  # a tier drains as fast as inputs
+                  concurrency=concurrency)(retry_agent(tier))
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def catalog_sink() -> None:
