@@ -9,6 +9,7 @@ cannot be reached in ``SHIM_PUBLISH_TIMEOUT_SEC`` the answer is 503 with ``Retry
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 import json
 import logging
@@ -20,7 +21,7 @@ from typing import Annotated, Any
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
-from fastapi import APIRouter, Depends, FastAPI, HTTPException, Path, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException, Path, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
@@ -84,6 +85,15 @@ class Job(BaseModel):
     placeholder: dict[str, Any] | None
     error: Problem | None
     updated_at: str | None
+
+
+def job_id_for(body: V2ProcessRequest, idempotency_key: str | None) -> str:
+    """A new job id, or with an ``Idempotency-Key`` the same one for the same key and body
+    (a retried request is the same job; the same key with another body is another job)."""
+    if idempotency_key is None:
+        return f"req-{uuid.uuid4().hex}"
+    request = json.dumps(body.model_dump(), sort_keys=True)
+    return "req-" + hashlib.sha256(f"{idempotency_key}\0{request}".encode()).hexdigest()[:32]
 
 
 def problem(status: int, code: str, message: str, **headers: str) -> HTTPException:
@@ -193,14 +203,20 @@ class Shim:
         @router.post("/process", status_code=202, response_model=Accepted,
                      responses={422: {"description": "invalid request"},
                                 503: {"model": Problem}})
-        async def submit(body: V2ProcessRequest) -> Accepted:
+        async def submit(body: V2ProcessRequest, idempotency_key: Annotated[
+                str | None, Header(min_length=1, max_length=200, description=(
+                    "Send the same key when retrying a request (after a 503 or a timeout): "
+                    "it gets the same job id, and the worker does the job once"))] = None,
+                         ) -> Accepted:
             outputs = await self._check(body)
-            job_id = f"req-{uuid.uuid4().hex}"
+            job_id = job_id_for(body, idempotency_key)
             await self.publish(records.CoverRequested(
                 job_id=job_id, book_id=body.book_id, image_url=body.image_url,
                 preset=body.preset, callback_url=body.callback_url,
                 requested_at=records.utcnow(), outputs=outputs))
-            await self.jobs.set(job_id, "pending", book_id=body.book_id, attempts=0)
+            # A retried request must not move its job back to pending.
+            if idempotency_key is None or await self._unknown(job_id):
+                await self.jobs.set(job_id, "pending", book_id=body.book_id, attempts=0)
             return Accepted(job_id=job_id, status_url=f"/v2/jobs/{job_id}")
 
         @router.get("/jobs/{job_id}", response_model=Job,
@@ -228,6 +244,12 @@ class Shim:
             return record
 
         return router
+
+    async def _unknown(self, job_id: str) -> bool:
+        try:
+            return await self.jobs.get(job_id) is None
+        except (RedisError, OSError):
+            return False  # job state is best effort; do not overwrite what cannot be read
 
     async def _authorize(self, request: Request) -> None:
         token = self.settings.shim_api_token

@@ -173,6 +173,23 @@ async def test_v2_accepts_and_tracks_a_pending_job(client: httpx.AsyncClient) ->
     assert event.job_id == accepted["job_id"] and json.loads(event.outputs or "") == outputs
 
 
+async def test_an_idempotency_key_makes_a_retry_the_same_job(
+        client: httpx.AsyncClient) -> None:
+    body = {"book_id": "B-idem", "image_url": "https://example.com/idem.jpg"}
+    first = await client.post("/v2/process", json=body, headers={"Idempotency-Key": "k-1"})
+    again = await client.post("/v2/process", json=body, headers={"Idempotency-Key": "k-1"})
+    other_body = await client.post("/v2/process", json={**body, "preset": "cover"},
+                                   headers={"Idempotency-Key": "k-1"})
+    no_key = [await client.post("/v2/process", json=body) for _ in range(2)]
+    assert first.status_code == again.status_code == 202
+    job_id = first.json()["job_id"]
+    assert again.json()["job_id"] == job_id
+    assert other_body.json()["job_id"] != job_id
+    assert no_key[0].json()["job_id"] != no_key[1].json()["job_id"] != job_id
+    events = await requested(client.settings, 5)  # type: ignore[attr-defined]
+    assert [e.job_id for e in events].count(job_id) == 2  # the worker sees one job twice
+
+
 async def test_unknown_jobs_and_covers_are_404(client: httpx.AsyncClient) -> None:
     job = await client.get("/v2/jobs/req-nothing")
     assert job.status_code == 404 and job.json()["detail"]["code"] == "not_found"
