@@ -134,9 +134,10 @@ def create_app(settings: Settings) -> faust.App:
                             "stage": "handback", "tier": tier})
         return run
 
-    for tier, retry_topic in enumerate(retry_topics, 1):  # as many at once: after an outage
-        app.agent(retry_topic, name=f"covers.retry_{tier}",  # a tier drains as fast as inputs
-                  concurrency=concurrency)(retry_agent(tier))
+    # One event at a time per tier: events reach the offset guard in offset order only if
+    # each waits for its due time in turn (Retry-After makes due times differ).
+    for tier, retry_topic in enumerate(retry_topics, 1):
+        app.agent(retry_topic, name=f"covers.retry_{tier}")(retry_agent(tier))
 
     @app.task  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def catalog_sink() -> None:
