@@ -322,7 +322,7 @@ def main() -> None:
         console.print(f"[bold]core[/]: covers render of {len(paths)} covers, {CORES} at once")
         core_result = core(paths, work / "out")
         console.print(f"  {core_result['covers_per_s']:.2f} covers/s")
-        with contextlib_stack(work, args.catalog) as env, origin(
+        with services(work, args.catalog) as env, origin(
                 {f"/{i}.jpg": data for i, data in enumerate(sources)}) as url:
             env["BENCH_ORIGIN"] = url
             runs = []
@@ -338,7 +338,7 @@ def main() -> None:
 
 
 @contextmanager
-def contextlib_stack(work: Path, catalog: str) -> Iterator[dict[str, str]]:
+def services(work: Path, catalog: str) -> Iterator[dict[str, str]]:
     """Broker, Redis, moto S3 and (if asked) Postgres, and the environment naming them."""
     broker = embedded.broker(work).start()
     redis = embedded.redis(work).start()

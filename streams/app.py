@@ -70,6 +70,7 @@ def create_app(settings: Settings) -> faust.App:
     # decodes the inputs and every retry tier.
     input_schema = codec.InputSchema({settings.topic_book_enriched: codec.BOOK_ENRICHED,
                                       settings.topic_cover_requested: codec.COVER_REQUESTED})
+    input_names = set(input_schema.codecs_by_topic)
     inputs = topic(settings.topic_book_enriched, settings.topic_cover_requested,
                    schema=input_schema)
     retry_topics = [topic(name, schema=input_schema) for name in settings.retry_topics]
@@ -154,9 +155,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=5.0)  # type: ignore[untyped-decorator]  # faust leaves it untyped
     async def measure_lag() -> None:
-        inputs = {settings.topic_book_enriched, settings.topic_cover_requested}
         for tp in app.consumer.assignment():
-            if tp.topic in inputs:
+            if tp.topic in input_names:
                 position, highwater = await app.consumer.position(tp), app.consumer.highwater(tp)
                 if position is not None and highwater is not None:
                     metrics.CONSUMER_LAG.labels(tp.topic, str(tp.partition)).set(
@@ -170,8 +170,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/readyz")
     async def readyz(web: View, request: Request) -> Response:
-        inputs = {settings.topic_book_enriched, settings.topic_cover_requested}
-        checks = {"partitions": any(tp.topic in inputs for tp in app.consumer.assignment()),
+        checks = {"partitions": any(tp.topic in input_names
+                                    for tp in app.consumer.assignment()),
                   **await dependencies_reachable(settings)}
         ready = all(checks.values())
         return web.json({"ready": ready, "checks": checks}, status=200 if ready else 503)
