@@ -58,7 +58,7 @@ async def read_letters(settings: Settings, progress: Progress | None = None
         total = sum(ends[tp] - starts[tp] for tp in partitions)
         left = {tp for tp in partitions if ends[tp] > starts[tp]}
         seen = 0
-        while left:
+        while left or (left := await _grown(consumer, ends)):
             batch = await consumer.getmany(*left, timeout_ms=1000)
             for tp, messages in batch.items():
                 for msg in messages:
@@ -81,6 +81,16 @@ async def read_letters(settings: Settings, progress: Progress | None = None
         await consumer.stop()
     letters.sort(key=lambda letter: (letter.partition, letter.offset))
     return letters, unreadable
+
+
+async def _grown(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
+                 ) -> set[TopicPartition]:
+    """The partitions whose end moved past ``ends`` (updated): a first answer may lag the
+    letters another consumer has already read."""
+    newer = await consumer.end_offsets(list(ends))
+    grown = {tp for tp, end in newer.items() if end > ends[tp]}
+    ends.update(newer)
+    return grown
 
 
 def select(letters: Iterable[Letter], refs: Iterable[str] = (), reasons: Iterable[str] = (),
