@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from processors import errors
 from streams import codec, records, retry
 from streams.settings import Settings
+from streams.topics import read_through
 
 Progress = Callable[[int, int], None]  # (done, total)
 
@@ -51,46 +52,26 @@ async def read_letters(settings: Settings, progress: Progress | None = None
             return [], 0
         numbers = consumer.partitions_for_topic(settings.topic_dead_letter) or set()
         partitions = [TopicPartition(settings.topic_dead_letter, p) for p in sorted(numbers)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
         starts = await consumer.beginning_offsets(partitions)
         ends = await consumer.end_offsets(partitions)
-        total = sum(ends[tp] - starts[tp] for tp in partitions)
-        left = {tp for tp in partitions if ends[tp] > starts[tp]}
+        total = sum(ends[tp] - starts[tp] for tp in partitions)  # a lower bound, see read_through
         seen = 0
-        while left or (left := await _grown(consumer, ends)):
-            batch = await consumer.getmany(*left, timeout_ms=1000)
-            for tp, messages in batch.items():
-                for msg in messages:
-                    if msg.offset >= ends[tp]:
-                        continue
-                    seen += 1
-                    try:
-                        record = codec.DEAD_LETTER.decode(msg.value or b"")
-                    except codec.DecodeError:
-                        unreadable += 1
-                        continue
-                    letters.append(Letter(tp.partition, msg.offset, record,
-                                          retry.normalize(msg.headers)))
-            for tp in list(left):
-                if await consumer.position(tp) >= ends[tp]:
-                    left.discard(tp)
+        async for tp, messages in read_through(consumer, partitions):
+            for msg in messages:
+                seen += 1
+                try:
+                    record = codec.DEAD_LETTER.decode(msg.value or b"")
+                except codec.DecodeError:
+                    unreadable += 1
+                    continue
+                letters.append(Letter(tp.partition, msg.offset, record,
+                                      retry.normalize(msg.headers)))
             if progress:
-                progress(seen, total)
+                progress(seen, max(seen, total))
     finally:
         await consumer.stop()
     letters.sort(key=lambda letter: (letter.partition, letter.offset))
     return letters, unreadable
-
-
-async def _grown(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]
-                 ) -> set[TopicPartition]:
-    """The partitions whose end moved past ``ends`` (updated): a first answer may lag the
-    letters another consumer has already read."""
-    newer = await consumer.end_offsets(list(ends))
-    grown = {tp for tp, end in newer.items() if end > ends[tp]}
-    ends.update(newer)
-    return grown
 
 
 def select(letters: Iterable[Letter], refs: Iterable[str] = (), reasons: Iterable[str] = (),

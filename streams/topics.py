@@ -3,6 +3,10 @@ partition count (the ``catalog`` table needs its input and changelog topics co-p
 
 from __future__ import annotations
 
+import time
+from collections.abc import AsyncIterator
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import TopicAlreadyExistsError
 
@@ -28,3 +32,33 @@ async def ensure_topics(settings: Settings) -> None:
                 pass
     finally:
         await admin.close()
+
+
+async def read_through(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
+                       max_records: int | None = None, drain_sec: float = 1.0,
+                       ) -> AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]:
+    """Every message of ``partitions`` from the beginning to their ends as of the call, as
+    ``(partition, messages)`` fetches; ``consumer`` is started and assigned nothing else.
+
+    The end a broker reports is taken as a lower bound, never as a filter: the embedded broker
+    reports the last record *batch*'s base offset + 1, one short per extra record in that
+    batch. Once the positions reach the reported ends, the read goes on for at most
+    ``drain_sec`` until a fetch comes back empty, which picks up the rest of the last batch
+    (and anything that landed meanwhile) while keeping the read bounded on a busy topic.
+    """
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+    ends = await consumer.end_offsets(partitions)
+    left = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
+    while left:
+        fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=max_records)
+        for tp, messages in fetched.items():
+            yield tp, messages
+        left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
+    deadline = time.monotonic() + drain_sec
+    while partitions and time.monotonic() < deadline:
+        fetched = await consumer.getmany(*partitions, timeout_ms=200, max_records=max_records)
+        if not any(fetched.values()):
+            return
+        for tp, messages in fetched.items():
+            yield tp, messages

@@ -26,6 +26,7 @@ from processors import errors
 from streams import metrics
 from streams.catalog import COLUMNS, CatalogSink
 from streams.settings import Settings
+from streams.topics import read_through
 
 log = logging.getLogger("covers.catalog")
 
@@ -154,26 +155,19 @@ async def backfill(settings: Settings, catalog: CatalogSink,
             raise KafkaError(f"no changelog topic {topic!r}: has a worker with APP_ID="
                              f"{settings.app_id} ever run?")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
         starts = await consumer.beginning_offsets(tps)
         ends = await consumer.end_offsets(tps)
-        total = sum(ends[tp] - starts[tp] for tp in tps)
+        total = sum(ends[tp] - starts[tp] for tp in tps)  # a lower bound, see read_through
         latest: dict[str, dict[str, Any]] = {}
         done = 0
-        remaining = {tp for tp in tps if ends[tp] > starts[tp]}
-        while remaining:
-            fetched = await consumer.getmany(*remaining, timeout_ms=1000, max_records=1000)
-            for tp, messages in fetched.items():
-                for message in messages:
-                    record = decode(message)
-                    if record is not None:
-                        latest[record["book_id"]] = record
-                done += len(messages)
-                if messages and messages[-1].offset + 1 >= ends[tp]:
-                    remaining.discard(tp)
+        async for _, messages in read_through(consumer, tps, max_records=1000):
+            for message in messages:
+                record = decode(message)
+                if record is not None:
+                    latest[record["book_id"]] = record
+            done += len(messages)
             if progress:
-                progress("read", done, total)
+                progress("read", done, max(done, total))
     finally:
         await consumer.stop()
     changed = 0

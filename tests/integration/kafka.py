@@ -8,6 +8,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 
 from streams import codec, records
 from streams.settings import Settings
+from streams.topics import read_through
 
 
 async def send(settings: Settings, topic: str, items: list[tuple[str, bytes]],
@@ -27,7 +28,7 @@ async def publish_books(settings: Settings, books: list[records.BookEnriched],
                [(b.book_id, codec.BOOK_ENRICHED.encode(b)) for b in books], headers)
 
 
-async def read_all(settings: Settings, topic: str, timeout: float = 10) -> list[ConsumerRecord]:
+async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
     """Every message of ``topic`` so far (raw: key, value, headers, offsets)."""
     consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
                                 auto_offset_reset="earliest", enable_auto_commit=False)
@@ -35,18 +36,8 @@ async def read_all(settings: Settings, topic: str, timeout: float = 10) -> list[
     found: list[ConsumerRecord] = []
     try:
         partitions = [TopicPartition(topic, p) for p in range(settings.topic_partitions)]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
-        ends = await consumer.end_offsets(partitions)
-        deadline = time.monotonic() + timeout
-
-        async def behind() -> bool:
-            positions = [await consumer.position(tp) for tp in ends]
-            return any(pos < end for pos, end in zip(positions, ends.values(), strict=True))
-
-        while time.monotonic() < deadline and await behind():
-            for messages in (await consumer.getmany(timeout_ms=300)).values():
-                found.extend(messages)
+        async for _, messages in read_through(consumer, partitions):
+            found.extend(messages)
     finally:
         await consumer.stop()
     return found
