@@ -7,9 +7,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
-# One cover in, its renditions out as (name, extension, encoded bytes).
-Render = Callable[[bytes], list[tuple[str, str, bytes]]]
+# One cover in (its bytes, or what ``prepare`` made of them), its renditions out as
+# (name, extension, encoded bytes).
+Render = Callable[[Any], list[tuple[str, str, bytes]]]
 
 
 def peak_rss_kb() -> int:
@@ -18,12 +20,13 @@ def peak_rss_kb() -> int:
     return int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmHWM")))
 
 
-def run(render: Render) -> None:
+def run(render: Render, prepare: Callable[[bytes], Any] | None = None) -> None:
     """Warm up on one cover, time ``ROUNDS`` passes over the corpus, write the last pass's
-    outputs to ``OUT`` (untimed) and print images, seconds and peak RSS as JSON."""
+    outputs to ``OUT`` (untimed) and print images, seconds and peak RSS as JSON. ``prepare``
+    turns each file's bytes into ``render``'s input before the clock starts."""
     corpus, out, rounds = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
     files = sorted(corpus.glob("*.jpg"))
-    data = [f.read_bytes() for f in files]
+    data = [(prepare or bytes)(f.read_bytes()) for f in files]
     render(data[0])  # load libraries, fill caches
     started = time.perf_counter()
     for _ in range(rounds):
