@@ -42,6 +42,7 @@ from rich.table import Table
 
 from benchmarks import corpus
 from streams import codec, embedded, records
+from streams.broker import client_options
 from streams.settings import Settings, load
 from streams.topics import ensure_topics
 
@@ -141,7 +142,7 @@ def _stages(port: str) -> dict[str, tuple[float, float]]:
 
 async def publish(settings: Settings, events: list[records.BookEnriched]) -> dict[str, float]:
     """Send every event; returns each book's Kafka timestamp (ms)."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all",
+    producer = AIOKafkaProducer(**client_options(settings), acks="all",
                                 linger_ms=5)
     await producer.start()
     try:
@@ -157,7 +158,7 @@ async def outcomes(settings: Settings, expected: int, timeout: float,
                    progress: Progress) -> tuple[dict[str, float], int]:
     """Each processed book's ``cover_processed`` timestamp (ms), and the dead-letter count."""
     consumer = AIOKafkaConsumer(settings.topic_cover_processed, settings.topic_dead_letter,
-                                bootstrap_servers=settings.kafka_brokers,
+                                **client_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     done: dict[str, float] = {}

@@ -24,6 +24,7 @@ from processors import render
 from processors.presets import load_presets
 from processors.spec import Limits
 from streams import codec, metrics, records, retry
+from streams.broker import client_options, faust_credentials
 from streams.catalog import open_catalog
 from streams.catalog.sink import ChangelogSink
 from streams.fetch import make_fetcher
@@ -45,6 +46,7 @@ def create_app(settings: Settings) -> faust.App:
     app = faust.App(
         settings.app_id,
         broker=settings.broker_url,
+        broker_credentials=faust_credentials(settings),
         store="memory://",  # the table is rebuilt from its changelog topic on start
         topic_partitions=settings.topic_partitions,
         topic_replication_factor=settings.topic_replication_factor,
@@ -273,8 +275,7 @@ class OffsetGuard:
 async def read_range(settings: Settings, tp: Any, start: int, end: int,
                      ) -> AsyncIterator[ConsumerRecord[bytes, bytes]]:
     """The records of one partition from offset ``start`` up to ``end`` (exclusive)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
-                                enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_options(settings), enable_auto_commit=False)
     await consumer.start()
     try:
         partition = TopicPartition(tp.topic, tp.partition)

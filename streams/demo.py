@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from streams import codec, records
+from streams.broker import client_options
 from streams.catalog import open_catalog
 from streams.embedded import LOOPBACK, free_port
 from streams.settings import Settings
@@ -74,7 +75,7 @@ async def serve_directory(directory: Path) -> AsyncIterator[str]:
 
 
 async def publish(settings: Settings, events: Iterable[records.BookEnriched]) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for event in events:
@@ -98,7 +99,7 @@ async def watch(settings: Settings, book_ids: set[str], timeout: float,
                 console: Console) -> Outcomes:
     """Follow the output topics until every book in ``book_ids`` has an outcome (or timeout)."""
     consumer = AIOKafkaConsumer(settings.topic_cover_processed, settings.topic_dead_letter,
-                                bootstrap_servers=settings.kafka_brokers,
+                                **client_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     outcomes = Outcomes({}, {})

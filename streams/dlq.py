@@ -18,6 +18,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from processors import errors
 from streams import codec, records, retry
+from streams.broker import client_options
 from streams.settings import Settings
 from streams.topics import read_through
 
@@ -41,7 +42,7 @@ async def read_letters(settings: Settings, progress: Progress | None = None
                        ) -> tuple[list[Letter], int]:
     """Every dead letter up to now, oldest first per partition, and how many could not be
     decoded (those are counted, never dropped silently)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
+    consumer = AIOKafkaConsumer(**client_options(settings),
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     letters: list[Letter] = []
@@ -112,7 +113,7 @@ async def replay(settings: Settings, letters: list[Letter],
                  progress: Progress | None = None) -> int:
     """Publish each letter's original event to its input topic; returns how many were sent
     (every send acknowledged by the broker). Letters with a ``replay_problem`` are skipped."""
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     sent = 0
     try:

@@ -7,6 +7,7 @@ a ``ConfigError`` whose message names each offending variable.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -38,6 +39,13 @@ class Settings(BaseSettings):
     retry_delays_sec: str = Field("10,60,600", description="seconds before each retry tier")
     kafka_idempotence: bool = Field(False, description="Needs a broker with InitProducerId")
     kafka_session_timeout_sec: int = Field(30, ge=3, le=600)
+    kafka_security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    kafka_sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    kafka_sasl_username: str = ""
+    kafka_sasl_password: str = ""
+    kafka_ssl_cafile: str = Field("", description="CA bundle (PEM); empty = the system's")
+    kafka_ssl_certfile: str = Field("", description="client certificate (PEM) for mutual TLS")
+    kafka_ssl_keyfile: str = Field("", description="the client certificate's key (PEM)")
     worker_web_port: int = Field(6066, ge=0, le=65535, description="0 = no web server")
     worker_web_host: str = Field("127.0.0.1", description="address the worker's web server binds")
     worker_web_advertised_host: str = Field(
@@ -106,6 +114,30 @@ class Settings(BaseSettings):
             if not host or not port.isdigit():
                 raise ValueError(f"{broker!r} is not host:port")
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> Settings:
+        # Model-level: the messages name the variables and never echo a value (a password).
+        protocol = self.kafka_security_protocol
+        tls_files = {"KAFKA_SSL_CAFILE": self.kafka_ssl_cafile,
+                     "KAFKA_SSL_CERTFILE": self.kafka_ssl_certfile,
+                     "KAFKA_SSL_KEYFILE": self.kafka_ssl_keyfile}
+        sasl = self.kafka_sasl_username, self.kafka_sasl_password
+        if protocol.startswith("SASL") and not all(sasl):
+            raise ValueError(f"KAFKA_SECURITY_PROTOCOL={protocol} needs KAFKA_SASL_USERNAME and "
+                             "KAFKA_SASL_PASSWORD")
+        if not protocol.startswith("SASL") and any(sasl):
+            raise ValueError("KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD go with KAFKA_SECURITY_"
+                             f"PROTOCOL=SASL_SSL or SASL_PLAINTEXT (it is {protocol})")
+        if not protocol.endswith("SSL") and any(tls_files.values()):
+            raise ValueError(f"KAFKA_SSL_* files go with KAFKA_SECURITY_PROTOCOL=SSL or SASL_SSL "
+                             f"(it is {protocol})")
+        if bool(self.kafka_ssl_certfile) != bool(self.kafka_ssl_keyfile):
+            raise ValueError("KAFKA_SSL_CERTFILE and KAFKA_SSL_KEYFILE go together")
+        for name, path in tls_files.items():
+            if path and not Path(path).is_file():
+                raise ValueError(f"{name}: no such file {path!r}")
+        return self
 
     @field_validator("retry_delays_sec")
     @classmethod

@@ -31,6 +31,7 @@ from processors import errors
 from processors.presets import load_presets
 from processors.spec import SpecError, parse_outputs
 from streams import codec, metrics, records
+from streams.broker import client_options
 from streams.catalog import CatalogSink, open_catalog
 from streams.fetch import Fetcher, make_fetcher
 from streams.jobstate import JobState
@@ -124,7 +125,7 @@ class Shim:
         async with self._producer_lock:
             if self._producer is None:
                 producer = AIOKafkaProducer(
-                    bootstrap_servers=self.settings.kafka_brokers, acks="all",
+                    **client_options(self.settings), acks="all",
                     enable_idempotence=self.settings.kafka_idempotence,
                     request_timeout_ms=int(self.settings.shim_publish_timeout_sec * 1000))
                 try:

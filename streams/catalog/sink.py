@@ -24,6 +24,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 
 from processors import errors
 from streams import metrics
+from streams.broker import client_options
 from streams.catalog import COLUMNS, CatalogSink
 from streams.settings import Settings
 from streams.topics import read_through
@@ -64,7 +65,7 @@ class ChangelogSink:
     def _consumer(self) -> AIOKafkaConsumer:
         s = self.settings
         return AIOKafkaConsumer(
-            self.topic, bootstrap_servers=s.kafka_brokers, group_id=f"{s.app_id}-catalog-sink",
+            self.topic, **client_options(s), group_id=f"{s.app_id}-catalog-sink",
             client_id=f"{s.app_id}-catalog-sink", enable_auto_commit=False,
             auto_offset_reset="earliest", metadata_max_age_ms=5000,
             session_timeout_ms=s.kafka_session_timeout_sec * 1000,
@@ -143,7 +144,7 @@ async def backfill(settings: Settings, catalog: CatalogSink,
     """Re-write the catalog database from the whole changelog (e.g. after a restore from an old
     backup); newer rows already there stay. Returns (books, rows changed)."""
     topic = changelog_topic(settings)
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers, group_id=None,
+    consumer = AIOKafkaConsumer(**client_options(settings), group_id=None,
                                 enable_auto_commit=False, auto_offset_reset="earliest")
     await consumer.start()
     try:

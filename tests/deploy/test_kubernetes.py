@@ -35,9 +35,12 @@ def _config(docs: list[Doc]) -> dict[str, str]:
     return data
 
 
-def _template_secret() -> dict[str, str]:
+def _template_secret(config: dict[str, str] | None = None) -> dict[str, str]:
+    """The Secret template, filled in as its comments say for ``config``'s transport."""
     docs = load_all(K8S / "base" / "secret.example.yaml")
     data: dict[str, str] = _one(docs, "Secret", "covers-secrets")["stringData"]
+    if config and config.get("KAFKA_SECURITY_PROTOCOL", "").startswith("SASL"):
+        data = {**data, "KAFKA_SASL_USERNAME": "covers", "KAFKA_SASL_PASSWORD": "filled-in"}
     return data
 
 
@@ -119,8 +122,7 @@ def test_the_keda_schema_refuses_a_malformed_scaled_object() -> None:
 def test_the_worker_deployment_fits_the_worker(overlay: tuple[str, list[Doc]]) -> None:
     _, docs = overlay
     config = _config(docs)
-    settings = load(**{k.lower(): v for k, v in config.items()},
-                    catalog_url=_template_secret()["CATALOG_URL"])
+    settings = load(**{k.lower(): v for k, v in {**config, **_template_secret(config)}.items()})
     pod = _one(docs, "Deployment", "covers-worker")["spec"]["template"]["spec"]
     (worker,) = pod["containers"]
     assert worker["args"] == ["worker"]
@@ -206,7 +208,7 @@ def test_every_setting_is_in_the_config_map_or_the_secret() -> None:
 
 def test_the_config_map_loads_as_settings(overlay: tuple[str, list[Doc]]) -> None:
     name, docs = overlay
-    secret = _template_secret() if name == "aws" else _one(
+    secret = _template_secret(_config(docs)) if name == "aws" else _one(
         docs, "Secret", "covers-secrets")["stringData"]
     try:
         load(**{k.lower(): v for k, v in {**_config(docs), **secret}.items()})

@@ -7,13 +7,14 @@ import time
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPartition
 
 from streams import codec, records
+from streams.broker import client_options
 from streams.settings import Settings
 from streams.topics import read_through
 
 
 async def send(settings: Settings, topic: str, items: list[tuple[str, bytes]],
                headers: list[tuple[str, bytes]] | None = None) -> None:
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka_brokers, acks="all")
+    producer = AIOKafkaProducer(**client_options(settings), acks="all")
     await producer.start()
     try:
         for key, value in items:
@@ -30,7 +31,7 @@ async def publish_books(settings: Settings, books: list[records.BookEnriched],
 
 async def read_all(settings: Settings, topic: str) -> list[ConsumerRecord]:
     """Every message of ``topic`` so far (raw: key, value, headers, offsets)."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka_brokers,
+    consumer = AIOKafkaConsumer(**client_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     found: list[ConsumerRecord] = []
@@ -49,7 +50,7 @@ async def collect(settings: Settings, expected: int, timeout: float,
     """Read both output topics from the start until ``expected`` outcomes arrived, then keep
     reading for ``settle`` seconds more (to catch outcomes that should not be there)."""
     consumer = AIOKafkaConsumer(settings.topic_cover_processed, settings.topic_dead_letter,
-                                bootstrap_servers=settings.kafka_brokers,
+                                **client_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     processed: list[records.CoverProcessed] = []

@@ -1,14 +1,18 @@
-"""A TCP proxy for chaos tests: forwards a local port to a server until told to cut the link.
+"""Proxies in front of the real servers.
 
+``TcpProxy``, for chaos tests, forwards a local port to a server until told to cut the link:
 ``cut()`` drops every open connection and refuses new ones (as a dead broker or S3 endpoint
-would look to a client); ``restore()`` lets connections through again.
+would look to a client); ``restore()`` lets connections through again. ``TlsTerminator``
+puts TLS in front of a plaintext server (the embedded broker's own TLS listener is not usable).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import selectors
 import socket
+import ssl
 import threading
 
 from streams import embedded
@@ -103,3 +107,59 @@ class TcpProxy:
                 sock.close()
         with self._lock:
             self._pairs = [p for p in self._pairs if source not in p]
+
+
+class TlsTerminator:
+    """A TLS front for a plaintext server, as a managed broker's TLS listener looks to a
+    client: it speaks TLS with ``context`` on its own port and forwards the plain bytes."""
+
+    def __init__(self, target_port: int, context: ssl.SSLContext) -> None:
+        self.target_port = target_port
+        self.port = embedded.free_port()
+        self.context = context
+        self._loop = asyncio.new_event_loop()
+        self._server: asyncio.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="tls-front",
+                                        daemon=True)
+
+    def __enter__(self) -> TlsTerminator:
+        self._thread.start()
+        self._server = asyncio.run_coroutine_threadsafe(asyncio.start_server(
+            self._serve, embedded.LOOPBACK, self.port, ssl=self.context,
+            ssl_handshake_timeout=5), self._loop).result(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        server = self._server
+
+        async def close() -> None:
+            if server is not None:
+                server.close()
+            for task in asyncio.all_tasks():
+                if task is not asyncio.current_task():
+                    task.cancel()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection(embedded.LOOPBACK,
+                                                                 self.target_port)
+        except OSError:
+            writer.close()
+            return
+        await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer),
+                             return_exceptions=True)
+
+    @staticmethod
+    async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        finally:
+            with contextlib.suppress(OSError, RuntimeError):
+                writer.close()

@@ -20,6 +20,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from prometheus_client import REGISTRY
 
 from streams import embedded, records
+from streams.broker import client_options
 from streams.catalog import open_catalog
 from streams.catalog.sink import ChangelogSink, changelog_topic
 from streams.demo import catalog_rows
@@ -46,7 +47,7 @@ def _metric(name: str, **labels: str) -> float:
 
 
 async def _create_topic(settings: Settings, name: str) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka_brokers)
+    admin = AIOKafkaAdminClient(**client_options(settings))
     await admin.start()
     await admin.create_topics([NewTopic(name, settings.topic_partitions, 1)])
     await admin.close()

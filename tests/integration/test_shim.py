@@ -12,6 +12,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 
 from streams import codec, embedded, records
+from streams.broker import client_options
 from streams.settings import Settings, load
 from streams.shim import Shim
 from streams.topics import ensure_topics
@@ -72,7 +73,7 @@ async def client(worker_env: dict[str, str]) -> AsyncIterator[httpx.AsyncClient]
 
 async def requested(settings: Settings, count: int) -> list[records.CoverRequested]:
     consumer = AIOKafkaConsumer(settings.topic_cover_requested,
-                                bootstrap_servers=settings.kafka_brokers,
+                                **client_options(settings),
                                 auto_offset_reset="earliest", enable_auto_commit=False)
     await consumer.start()
     found: list[records.CoverRequested] = []
