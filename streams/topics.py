@@ -1,5 +1,6 @@
-"""Creating the project's topics up front, so producers never auto-create them with the wrong
-partition count (the ``catalog`` table needs its input and changelog topics co-partitioned)."""
+"""The project's topics: created up front, so producers never auto-create them with the wrong
+partition count (the ``catalog`` table needs its input and changelog topics co-partitioned),
+and read through to their end by the operator commands."""
 
 from __future__ import annotations
 
