@@ -53,13 +53,8 @@ async def read_letters(settings: Settings, progress: Progress | None = None
             return [], 0
         numbers = consumer.partitions_for_topic(settings.topic_dead_letter) or set()
         partitions = [TopicPartition(settings.topic_dead_letter, p) for p in sorted(numbers)]
-        starts = await consumer.beginning_offsets(partitions)
-        ends = await consumer.end_offsets(partitions)
-        total = sum(ends[tp] - starts[tp] for tp in partitions)  # a lower bound, see read_through
-        seen = 0
-        async for tp, messages in read_through(consumer, partitions):
+        async for tp, messages in read_through(consumer, partitions, progress=progress):
             for msg in messages:
-                seen += 1
                 try:
                     record = codec.DEAD_LETTER.decode(msg.value or b"")
                 except codec.DecodeError:
@@ -67,8 +62,6 @@ async def read_letters(settings: Settings, progress: Progress | None = None
                     continue
                 letters.append(Letter(tp.partition, msg.offset, record,
                                       retry.normalize(msg.headers)))
-            if progress:
-                progress(seen, max(seen, total))
     finally:
         await consumer.stop()
     letters.sort(key=lambda letter: (letter.partition, letter.offset))

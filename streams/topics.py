@@ -5,7 +5,7 @@ and read through to their end by the operator commands."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -38,9 +38,11 @@ async def ensure_topics(settings: Settings) -> None:
 
 async def read_through(consumer: AIOKafkaConsumer, partitions: list[TopicPartition],
                        max_records: int | None = None, drain_sec: float = 1.0,
+                       progress: Callable[[int, int], None] | None = None,
                        ) -> AsyncIterator[tuple[TopicPartition, list[ConsumerRecord]]]:
     """Every message of ``partitions`` from the beginning to their ends as of the call, as
     ``(partition, messages)`` fetches; ``consumer`` is started and assigned nothing else.
+    ``progress(read, total)`` follows each fetch (``total`` grows if the ends were short).
 
     The end a broker reports is taken as a lower bound, never as a filter: the embedded broker
     reports the last record *batch*'s base offset + 1, one short per extra record in that
@@ -50,17 +52,26 @@ async def read_through(consumer: AIOKafkaConsumer, partitions: list[TopicPartiti
     """
     consumer.assign(partitions)
     await consumer.seek_to_beginning(*partitions)
+    starts = {tp: await consumer.position(tp) for tp in partitions}
     ends = await consumer.end_offsets(partitions)
-    left = {tp for tp in partitions if await consumer.position(tp) < ends[tp]}
-    while left:
-        fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=max_records)
-        for tp, messages in fetched.items():
-            yield tp, messages
+    total = sum(ends[tp] - starts[tp] for tp in partitions)
+    read = 0
+    left = {tp for tp in partitions if starts[tp] < ends[tp]}
+    drain_until = None
+    while partitions:
+        if left:
+            fetched = await consumer.getmany(*left, timeout_ms=1000, max_records=max_records)
+        else:  # at the reported ends: drain what the last batches still hold
+            drain_until = drain_until or time.monotonic() + drain_sec
+            if time.monotonic() >= drain_until:
+                return
+            fetched = await consumer.getmany(*partitions, timeout_ms=200,
+                                             max_records=max_records)
+            if not any(fetched.values()):
+                return
+        read += sum(len(messages) for messages in fetched.values())
+        if progress:
+            progress(read, max(read, total))
+        for item in fetched.items():
+            yield item
         left = {tp for tp in left if await consumer.position(tp) < ends[tp]}
-    deadline = time.monotonic() + drain_sec
-    while partitions and time.monotonic() < deadline:
-        fetched = await consumer.getmany(*partitions, timeout_ms=200, max_records=max_records)
-        if not any(fetched.values()):
-            return
-        for tp, messages in fetched.items():
-            yield tp, messages

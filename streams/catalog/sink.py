@@ -156,19 +156,14 @@ async def backfill(settings: Settings, catalog: CatalogSink,
             raise KafkaError(f"no changelog topic {topic!r}: has a worker with APP_ID="
                              f"{settings.app_id} ever run?")
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
-        starts = await consumer.beginning_offsets(tps)
-        ends = await consumer.end_offsets(tps)
-        total = sum(ends[tp] - starts[tp] for tp in tps)  # a lower bound, see read_through
         latest: dict[str, dict[str, Any]] = {}
-        done = 0
-        async for _, messages in read_through(consumer, tps, max_records=1000):
+        reading = (lambda done, total: progress("read", done, total)) if progress else None
+        async for _, messages in read_through(consumer, tps, max_records=1000,
+                                              progress=reading):
             for message in messages:
                 record = decode(message)
                 if record is not None:
                     latest[record["book_id"]] = record
-            done += len(messages)
-            if progress:
-                progress("read", done, max(done, total))
     finally:
         await consumer.stop()
     changed = 0
